@@ -1,0 +1,59 @@
+"""The one place that knows Airflow 2 from Airflow 3: everything else imports from here."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow import __version__ as AIRFLOW_VERSION
+
+AIRFLOW_V3 = int(AIRFLOW_VERSION.split(".", 1)[0]) >= 3
+
+if TYPE_CHECKING or AIRFLOW_V3:
+    from airflow.sdk import DAG, BaseHook, BaseOperator, BaseOperatorLink, BaseSensorOperator, Param
+    from airflow.sdk import Asset as Asset
+    from airflow.sdk.definitions.context import Context
+else:  # pragma: no cover - exercised by the Airflow 2 environment
+    from airflow.datasets import Dataset as Asset
+    from airflow.hooks.base import BaseHook
+    from airflow.models import DAG, BaseOperator, BaseOperatorLink
+    from airflow.models.param import Param
+    from airflow.sensors.base import BaseSensorOperator
+    from airflow.utils.context import Context
+
+if TYPE_CHECKING or AIRFLOW_V3:
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+else:  # pragma: no cover
+    from airflow.exceptions import AirflowException, AirflowFailException
+
+
+def try_number(context: Context) -> int:
+    """The attempt number of the running task instance, starting at 1 on both Airflow lines."""
+    return int(context["ti"].try_number)
+
+
+def run_id(context: Context) -> str:
+    return str(context["run_id"])
+
+
+def dag_run_conf(context: Context) -> dict[str, Any]:
+    conf = getattr(context.get("dag_run"), "conf", None)
+    return dict(conf or {})
+
+
+__all__ = [
+    "AIRFLOW_V3",
+    "AIRFLOW_VERSION",
+    "DAG",
+    "AirflowException",
+    "AirflowFailException",
+    "Asset",
+    "BaseHook",
+    "BaseOperator",
+    "BaseOperatorLink",
+    "BaseSensorOperator",
+    "Context",
+    "Param",
+    "dag_run_conf",
+    "run_id",
+    "try_number",
+]
