@@ -1,0 +1,298 @@
+"""The local engine: runs a ``CreateTransformJob`` request with Batch Transform semantics.
+
+:func:`run_transform_job` validates the request and the ``CreateModel`` request, lists the
+input objects, and runs them through model runtimes: in this process for one instance,
+or in ``InstanceCount`` spawned worker processes (each loads the model itself; whole
+objects are spread over instances, balanced by size). It returns a
+``DescribeTransformJob``-shaped dict with ``TransformJobStatus`` ``Completed`` or
+``Failed``; only invalid requests raise (:class:`TransformSpecError`), before anything runs.
+
+Knobs left unset (``MaxConcurrentTransforms``, ``MaxPayloadInMB``, ``BatchStrategy``) come
+from the model's ``execution_parameters()``, then the defaults (1, 6, ``MultiRecord``).
+As with a real container, the ``SAGEMAKER_*`` environment the model starts with holds
+the request's values or the defaults, since the container is up before it is asked.
+
+``ModelClientConfig``: a request is retried ``InvocationsMaxRetries`` times (default 3,
+as in SageMaker); one that took longer than ``InvocationsTimeoutInSeconds`` (default
+600) counts as failed once it returns (an in-process handler cannot be interrupted).
+``DataProcessing`` filters and joins are not supported by the local engine yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import multiprocessing
+import queue as queue_mod
+import sys
+import time
+import types
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow_bt.logs import LogLike
+from airflow_bt.storage import Storage, for_uri, scheme_of
+from airflow_bt.transform.instance import Event, Instance, InstanceSpec, ObjectResult, instance_main
+from airflow_bt.transform.plan import InputError, InputObject, assign_instances, list_inputs
+from airflow_bt.transform.spec import TransformSpecError, validate_model_request, validate_transform_request
+
+Progress = Callable[[int, int, int], None]
+LOG_EVERY_S = 5.0
+MAX_FAILURE_REASON = 1024
+_log = logging.getLogger(__name__)
+
+
+def transform_job_arn(name: str) -> str:
+    """The fake ARN the local engine gives a job."""
+    return f"arn:aws:sagemaker:local:000000000000:transform-job/{name}"
+
+
+def _check_supported(request: Mapping[str, Any], model_request: Mapping[str, Any]) -> None:
+    if request["ModelName"] != model_request["ModelName"]:
+        raise TransformSpecError("ModelName", f"names model {request['ModelName']!r} but the CreateModel "
+                                              f"request is for {model_request['ModelName']!r}")
+    dp = request.get("DataProcessing") or {}
+    for key in ("InputFilter", "OutputFilter"):
+        if dp.get(key) not in (None, "$"):
+            raise TransformSpecError(f"DataProcessing.{key}", "the local engine does not support filters yet "
+                                                              "(only '$')")
+    if dp.get("JoinSource") not in (None, "None"):
+        raise TransformSpecError("DataProcessing.JoinSource",
+                                 "the local engine does not support JoinSource=Input yet")
+
+
+class _Monitor:
+    """Collects instance events into stats, log lines and ``progress`` calls."""
+
+    def __init__(self, objects_total: int, log: LogLike, progress: Progress | None) -> None:
+        self.total = objects_total
+        self.log = log
+        self.progress = progress
+        self.start = time.monotonic()
+        self.last_log = self.start
+        self.results: list[ObjectResult] = []
+        self.instance_errors: list[str] = []
+        self.knobs: Any = None
+        self.done_instances: set[int] = set()
+        self.records_done = 0
+        self.in_progress: dict[int, int] = {}
+
+    def _rate(self, records: int, seconds: float) -> float:
+        return records / seconds if seconds > 0 else 0.0
+
+    def handle(self, event: Event) -> None:
+        kind, instance = event[0], event[1]
+        if kind == "started":
+            if self.knobs is None:
+                self.knobs = event[2]
+            self.log.info("instance %d started: %s", instance, event[2].as_request_fields())
+        elif kind == "progress":
+            _, _, index, key, records, seconds = event
+            self.in_progress[instance] = records
+            now = time.monotonic()
+            if now - self.last_log >= LOG_EVERY_S:
+                self.last_log = now
+                self.log.info("object %d of %d %s: %d records so far, %.0f records/s",
+                              index + 1, self.total, key, records, self._rate(records, seconds))
+                self._report()
+        elif kind == "object":
+            result: ObjectResult = event[2]
+            self.results.append(result)
+            self.in_progress.pop(instance, None)
+            self.records_done += result.records
+            if result.error:
+                self.log.error("object %d of %d %s failed: %s", len(self.results), self.total, result.key,
+                               result.error)
+            else:
+                self.log.info("object %d of %d %s: %d records, %.0f records/s", len(self.results), self.total,
+                              result.key, result.records, self._rate(result.records, result.seconds))
+            self._report()
+        elif kind == "failed":
+            self.instance_errors.append(event[2])
+            self.log.error("instance %d failed: %s", instance, event[2])
+        elif kind == "done":
+            self.done_instances.add(instance)
+
+    def _report(self) -> None:
+        if self.progress is None:
+            return
+        try:
+            self.progress(len(self.results), self.total, self.records_done + sum(self.in_progress.values()))
+        except Exception:  # progress is advisory: a broken callback must not fail the job
+            self.log.exception("the progress callback failed; the job goes on")
+
+
+def _run_in_process(spec: InstanceSpec, monitor: _Monitor) -> None:
+    Instance(spec, monitor.handle).run()
+
+
+@contextlib.contextmanager
+def _bare_main_module() -> Iterator[None]:
+    """Hide ``__main__`` while starting spawned workers.
+
+    ``spawn`` re-runs the parent's main script in every child (for an Airflow worker that is
+    the ``airflow`` or ``celery`` command, which imports all of Airflow). The workers need
+    nothing from ``__main__``: their entry point lives in this package.
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
+def _run_processes(specs: list[InstanceSpec], monitor: _Monitor) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    events: Any = ctx.Queue()
+    procs = [ctx.Process(target=instance_main, args=(spec, events),
+                         name=f"airflow-bt-instance-{spec.instance}") for spec in specs]
+    finished = False
+    try:
+        with _bare_main_module():
+            for proc in procs:
+                proc.start()
+        active = {spec.instance: proc for spec, proc in zip(specs, procs, strict=True)}
+        while active:
+            try:
+                event = events.get(timeout=0.5)
+            except queue_mod.Empty:
+                dead = [i for i, p in active.items() if not p.is_alive()]
+                if not dead:
+                    continue
+                try:  # a worker that exited may still have events in the pipe
+                    while True:
+                        event = events.get(timeout=0.2)
+                        monitor.handle(event)
+                        if event[0] == "done":
+                            active.pop(event[1], None)
+                except queue_mod.Empty:
+                    pass
+                for i in dead:
+                    if i in active:
+                        monitor.handle(("failed", i, f"instance {i} exited with code {active[i].exitcode} "
+                                                     "before finishing its objects"))
+                        active.pop(i)
+                continue
+            monitor.handle(event)
+            if event[0] == "done":
+                active.pop(event[1], None)
+        finished = True
+    finally:
+        for proc in procs:  # on an error or a kill of the task, stop the workers at once
+            if proc.pid is not None:
+                proc.join(timeout=10 if finished else 0)
+                if proc.is_alive():
+                    proc.terminate()
+                    proc.join()
+        events.close()
+        events.join_thread()
+
+
+def _failure_reason(objects: list[InputObject], monitor: _Monitor) -> str | None:
+    failed = [r for r in sorted(monitor.results, key=lambda r: r.index) if r.error]
+    finished = {r.index for r in monitor.results}
+    missing = [o for o in objects if o.index not in finished]
+    reasons = [r.error or "" for r in failed]
+    if missing:
+        cause = monitor.instance_errors[0] if monitor.instance_errors else "its instance stopped"
+        reasons.append(f"{missing[0].uri} was not transformed: {cause}")
+    if not reasons:
+        return None
+    more = len(failed) + len(missing) - 1
+    reason = reasons[0] + (f" (and {more} more object{'s' if more > 1 else ''} failed)" if more else "")
+    return reason if len(reason) <= MAX_FAILURE_REASON else reason[: MAX_FAILURE_REASON - 3] + "..."
+
+
+def run_transform_job(
+    request: dict[str, Any], model_request: dict[str, Any], *, aws_conn_id: str | None = None,
+    log: LogLike | None = None, progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run a ``CreateTransformJob`` request locally and return its ``DescribeTransformJob``-shaped result.
+
+    Raises :class:`TransformSpecError` for an invalid request, before anything runs. Everything
+    else (no input, a model that cannot load, a record the model cannot score) ends in
+    ``TransformJobStatus="Failed"`` with a ``FailureReason``; objects whose requests all
+    succeeded still get their ``.out`` objects. ``progress(objects_done, objects_total,
+    records_done)`` is called after each object and with the periodic log lines.
+    """
+    validate_transform_request(request)
+    validate_model_request(model_request)
+    _check_supported(request, model_request)
+    log = log or _log
+    name = request["TransformJobName"]
+    started_at = datetime.now(timezone.utc)
+
+    container = model_request["PrimaryContainer"]
+    uris = [request["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"],
+            request["TransformOutput"]["S3OutputPath"], container.get("ModelDataUrl") or ""]
+    submit = (container.get("Environment") or {}).get("SAGEMAKER_SUBMIT_DIRECTORY", "")
+    uris += [u for u in (submit,) if u.startswith(("s3://", "file://"))]
+    storages: dict[str, Storage] = {}
+    for uri in uris:
+        if uri and scheme_of(uri) not in storages:
+            storages[scheme_of(uri)] = for_uri(uri, aws_conn_id=aws_conn_id)
+
+    def storage_for(uri: str) -> Storage:
+        return storages.get(scheme_of(uri)) or for_uri(uri, aws_conn_id=aws_conn_id)
+
+    instance_count = request["TransformResources"]["InstanceCount"]
+    monitor = _Monitor(0, log, progress)
+    objects: list[InputObject] = []
+    input_error: str | None = None
+    try:
+        objects = list_inputs(request, storage_for, need_sizes=instance_count > 1)
+    except InputError as exc:
+        input_error = str(exc)
+    except Exception as exc:  # storage errors: a missing bucket, no credentials, a missing manifest
+        source = request["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
+        input_error = f"listing the input {source} failed: {type(exc).__name__}: {exc}"
+    if objects:
+        monitor.total = len(objects)
+        groups = assign_instances(objects, instance_count)
+        log.info("transform job %s: %d objects on %d instance(s)", name, len(objects), len(groups))
+        if len(groups) == 1:
+            _run_in_process(InstanceSpec(0, request, model_request, groups[0], storages), monitor)
+        else:
+            portable = {scheme: store.portable() for scheme, store in storages.items()}
+            _run_processes([InstanceSpec(i, request, model_request, group, portable)
+                            for i, group in enumerate(groups)], monitor)
+
+    ended_at = datetime.now(timezone.utc)
+    reason = input_error or _failure_reason(objects, monitor)
+    seconds = time.monotonic() - monitor.start
+    records = sum(r.records for r in monitor.results)
+    ok = {r.index for r in monitor.results if not r.error}
+    stats = {
+        "objects": len(objects),
+        "objects_failed": len(objects) - len(ok),
+        "records": records,
+        "requests": sum(r.requests for r in monitor.results),
+        "bytes_in": sum(r.bytes_in for r in monitor.results),
+        "payload_bytes": sum(r.payload_bytes for r in monitor.results),
+        "seconds": seconds,
+        "records_per_second": records / seconds if seconds > 0 else 0.0,
+    }
+    status = "Failed" if reason else "Completed"
+    log.info("transform job %s %s: %d of %d objects, %d records in %.1f s (%.0f records/s)", name, status,
+             len(ok), len(objects), records, seconds, stats["records_per_second"])
+    result: dict[str, Any] = {
+        "TransformJobName": name,
+        "TransformJobArn": transform_job_arn(name),
+        "TransformJobStatus": status,
+        "ModelName": request["ModelName"],
+    }
+    if reason:
+        result["FailureReason"] = reason
+    if monitor.knobs is not None:
+        result.update(monitor.knobs.as_request_fields())
+    for key in ("ModelClientConfig", "Environment", "TransformInput", "TransformOutput", "TransformResources",
+                "DataProcessing"):
+        if request.get(key) is not None:
+            result[key] = copy.deepcopy(request[key])
+    result.update(CreationTime=started_at, TransformStartTime=started_at, TransformEndTime=ended_at,
+                  LocalEngineStats=stats)
+    return result
