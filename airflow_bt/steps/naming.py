@@ -1,0 +1,51 @@
+"""Names that make every attempt's prefix and job unique: run slugs and transform job names."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+import pendulum
+
+_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+_NON_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def _slug(text: str) -> str:
+    return _NON_SLUG.sub("-", text.lower()).strip("-")
+
+
+def run_slug(run_id: str, token: str | None = None) -> str:
+    """A readable, unique folder name for one run's attempt: ``manual-20260624T000000-3fa9c1``.
+
+    The run type and the run's timestamp come from the run id (``manual__2026-06-24T00:00:00+00:00``);
+    the random token keeps it unique when a run is deleted and created again with the same id,
+    so a new attempt never lands in an earlier attempt's folder.
+    """
+    token = token or secrets.token_hex(3)
+    kind, _, rest = run_id.partition("__")
+    readable = _slug(run_id)
+    if rest:
+        try:
+            stamp = pendulum.parse(rest)
+        except Exception:
+            stamp = None
+        if isinstance(stamp, pendulum.DateTime):
+            readable = f"{_slug(kind)}-{stamp.in_timezone('UTC').format('YYYYMMDD[T]HHmmss')}"
+        else:
+            readable = f"{_slug(kind)}-{_slug(rest)}"
+    return f"{readable[:40].strip('-')}-{token}"
+
+
+def transform_job_name(model: str, ds: str, slug: str, try_number: int) -> str:
+    """A SageMaker-valid job name (``[a-zA-Z0-9-]``, at most 63 chars) unique per attempt.
+
+    ``bt-churn-20260624-3fa9c1-t1``: the model, the scored day, the run slug's token, the try.
+    """
+    token = slug.rsplit("-", 1)[-1]
+    tail = f"-{ds.replace('-', '')}-{token}-t{int(try_number)}"
+    head = ("bt-" + _slug(model))[: 63 - len(tail)].rstrip("-")
+    name = head + tail
+    if not _JOB_NAME.match(name):
+        raise ValueError(f"cannot make a valid SageMaker job name from model={model!r}, ds={ds!r}")
+    return name

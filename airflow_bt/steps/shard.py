@@ -1,0 +1,244 @@
+"""The shard step: stream a date partition's objects into N shard objects of about equal size.
+
+CSV headers are stripped (Batch Transform does not skip them) and recorded; every input
+file must carry the same header. Records keep their order: shard 0 holds the first ones.
+Memory is constant in the input size: objects are copied in blocks and cut at newlines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from airflow_bt.logs import LogLike
+from airflow_bt.storage.base import ObjectInfo, Storage
+from airflow_bt.storage.uris import join_uri
+
+BLOCK_BYTES = 4 * 1024 * 1024
+FORMATS = {"csv": "text/csv", "jsonl": "application/jsonlines"}
+_EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+log = logging.getLogger(__name__)
+
+
+class ShardInputError(ValueError):
+    """The input partition cannot be sharded as it is; the message names the object and the fix."""
+
+
+def is_data_key(key: str) -> bool:
+    """Markers and hidden files (``_SUCCESS``, ``.crc``) are not data."""
+    name = key.rsplit("/", 1)[-1]
+    return bool(name) and not name.startswith(("_", "."))
+
+
+def detect_format(key: str) -> str | None:
+    name = key[:-3] if key.endswith(".gz") else key
+    for ext, fmt in _EXTENSIONS.items():
+        if name.endswith(ext):
+            return fmt
+    return None
+
+
+def list_inputs(store: Storage, input_prefix: str, data_format: str = "auto") -> tuple[list[ObjectInfo], str]:
+    """The partition's data objects in key order, and their one format (``csv`` or ``jsonl``)."""
+    objects = [obj for obj in store.list(input_prefix) if is_data_key(obj.key)]
+    if not objects:
+        raise ShardInputError(f"no input objects under {input_prefix} (markers like _SUCCESS do not count)")
+    if data_format != "auto":
+        if data_format not in FORMATS:
+            raise ShardInputError(f"format must be one of auto, {', '.join(FORMATS)}; got {data_format!r}")
+        return objects, data_format
+    found = {obj.uri: detect_format(obj.key) for obj in objects}
+    unknown = [uri for uri, fmt in found.items() if fmt is None]
+    if unknown:
+        raise ShardInputError(
+            f"{unknown[0]}: cannot tell the format from the name (expected .csv, .jsonl, .ndjson, .json, "
+            "optionally .gz); set `format: csv` or `format: jsonl` in the DAG config"
+        )
+    kinds = sorted({fmt for fmt in found.values() if fmt})
+    if len(kinds) > 1:
+        raise ShardInputError(f"{input_prefix} mixes formats {kinds}; one partition must hold one format")
+    return objects, kinds[0]
+
+
+@contextlib.contextmanager
+def _open_object(store: Storage, obj: ObjectInfo) -> Iterator[BinaryIO]:
+    with store.open_read(obj.uri) as raw:
+        if obj.key.endswith(".gz"):
+            with gzip.GzipFile(fileobj=raw, mode="rb") as unzipped:
+                yield unzipped  # type: ignore[misc]
+        else:
+            yield raw
+
+
+@dataclass
+class _ShardSink:
+    """Opens shard objects one after another; each becomes visible only when complete."""
+
+    store: Storage
+    prefix: str
+    extension: str
+    count: int
+    target_bytes: int
+    written: list[dict[str, Any]] = field(default_factory=list)
+    _stack: contextlib.ExitStack | None = None
+    _out: BinaryIO | None = None
+    size: int = 0
+    records: int = 0
+
+    @property
+    def is_last(self) -> bool:
+        return len(self.written) >= self.count - 1
+
+    def room(self) -> int:
+        """Bytes left before this shard should be cut at the next record boundary."""
+        return math.inf if self.is_last else self.target_bytes - self.size  # type: ignore[return-value]
+
+    def write(self, piece: bytes | memoryview, records: int) -> None:
+        if self._out is None:
+            key = f"part-{len(self.written):05d}{self.extension}"
+            self._stack = contextlib.ExitStack()
+            self._out = self._stack.enter_context(self.store.open_write(join_uri(self.prefix, key)))
+        self._out.write(piece)
+        self.size += len(piece)
+        self.records += records
+
+    def cut(self) -> None:
+        if self._out is None or self._stack is None:
+            return
+        key = f"part-{len(self.written):05d}{self.extension}"
+        self._stack.close()
+        self.written.append({"key": key, "uri": join_uri(self.prefix, key), "records": self.records,
+                             "bytes": self.size})
+        self._out = self._stack = None
+        self.size = self.records = 0
+
+    def abort(self) -> None:
+        if self._stack is not None:
+            self._stack.__exit__(RuntimeError, RuntimeError("shard step failed"), None)
+            self._out = self._stack = None
+
+
+def shard_partition(
+    store: Storage,
+    input_prefix: str,
+    shard_prefix: str,
+    manifest_uri: str,
+    summary_uri: str,
+    *,
+    data_format: str = "auto",
+    target_shard_mb: float = 64.0,
+    min_shards: int = 1,
+    max_shards: int = 1000,
+    logger: LogLike | None = None,
+) -> dict[str, Any]:
+    """Shard every data object under ``input_prefix`` into ``shard_prefix/part-NNNNN.<ext>``.
+
+    The number of shards is ``max(min_shards, ceil(total bytes / target_shard_mb))``, at most
+    ``max_shards``. Writes a SageMaker ``ManifestFile`` listing the shards to ``manifest_uri`` and,
+    last, a JSON summary (header, formats, per-input and per-shard record counts) to
+    ``summary_uri``; returns that summary.
+    """
+    logger = logger or log
+    started = time.monotonic()
+    objects, fmt = list_inputs(store, input_prefix, data_format)
+    total_bytes = sum(obj.size for obj in objects)
+    count = max(int(min_shards), math.ceil(total_bytes / max(1.0, target_shard_mb * 1024 * 1024)))
+    count = max(1, min(count, int(max_shards)))
+    extension = ".csv" if fmt == "csv" else ".jsonl"
+    sink = _ShardSink(store, shard_prefix, extension, count, max(1, math.ceil(total_bytes / count)))
+    logger.info("sharding %d object(s), %.1f MB of %s, into up to %d shard(s) under %s",
+                len(objects), total_bytes / 1e6, fmt, count, shard_prefix)
+
+    header: bytes | None = None
+    header_source = ""
+    inputs: list[dict[str, Any]] = []
+    done_bytes = 0
+    last_log = started
+    try:
+        for index, obj in enumerate(objects, start=1):
+            records_before = sum(s["records"] for s in sink.written) + sink.records
+            with _open_object(store, obj) as stream:
+                if fmt == "csv":
+                    line = stream.readline()
+                    if not line:
+                        logger.warning("%s is empty (no header, no rows); skipping it", obj.uri)
+                        inputs.append({"uri": obj.uri, "size": obj.size, "etag": obj.etag, "records": 0})
+                        continue
+                    this_header = line.rstrip(b"\r\n")
+                    if header is None:
+                        header, header_source = this_header, obj.uri
+                    elif this_header != header:
+                        raise ShardInputError(
+                            f"{obj.uri}: header {this_header.decode(errors='replace')!r} differs from "
+                            f"{header.decode(errors='replace')!r} in {header_source}; all input files of a "
+                            "partition must share one header"
+                        )
+                last = b"\n"
+                while block := stream.read(BLOCK_BYTES):
+                    last = block[-1:]
+                    _copy_block(sink, block)
+                    done_bytes += len(block)
+                    now = time.monotonic()
+                    if now - last_log >= 5:
+                        last_log = now
+                        logger.info("sharded %.1f of ~%.1f MB (%.0f MB/s)", done_bytes / 1e6,
+                                    total_bytes / 1e6, done_bytes / 1e6 / (now - started))
+                if last != b"\n":
+                    sink.write(b"\n", 1)  # the object's last record lacked its newline
+            records = sum(s["records"] for s in sink.written) + sink.records - records_before
+            inputs.append({"uri": obj.uri, "size": obj.size, "etag": obj.etag, "records": records})
+            logger.info("object %d of %d: %s, %d records", index, len(objects), obj.key, records)
+        sink.cut()
+    except BaseException:
+        sink.abort()
+        raise
+
+    shards = sink.written
+    manifest: list[Any] = [{"prefix": shard_prefix}, *[s["key"] for s in shards]]
+    store.put_bytes(manifest_uri, json.dumps(manifest, indent=1).encode())
+    seconds = time.monotonic() - started
+    records = sum(s["records"] for s in shards)
+    summary = {
+        "format": fmt,
+        "content_type": FORMATS[fmt],
+        "header": header.decode() if header is not None else None,
+        "input_prefix": input_prefix,
+        "inputs": inputs,
+        "shard_prefix": shard_prefix,
+        "manifest_uri": manifest_uri,
+        "summary_uri": summary_uri,
+        "shards": shards,
+        "records": records,
+        "bytes": total_bytes,
+        "seconds": round(seconds, 3),
+    }
+    store.put_bytes(summary_uri, json.dumps(summary, indent=1).encode())
+    logger.info("sharded %d records from %d object(s) into %d shard(s) in %.2f s (%.0f records/s)",
+                records, len(objects), len(shards), seconds, records / seconds if seconds else 0.0)
+    return summary
+
+
+def _copy_block(sink: _ShardSink, block: bytes) -> None:
+    """Copy one block into the shards, cutting a shard at the first newline past its target size."""
+    pos, size = 0, len(block)
+    view = memoryview(block)
+    while pos < size:
+        room = sink.room()
+        if size - pos <= room:
+            sink.write(view[pos:] if pos else block, block.count(b"\n", pos))
+            return
+        cut = block.find(b"\n", pos + max(int(room), 1) - 1)
+        if cut < 0:
+            # the record crossing the target continues in the next block
+            sink.write(view[pos:], block.count(b"\n", pos))
+            return
+        sink.write(view[pos : cut + 1], block.count(b"\n", pos, cut + 1))
+        sink.cut()
+        pos = cut + 1
