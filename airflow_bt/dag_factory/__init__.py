@@ -1,0 +1,1 @@
+"""Layer 4: one nightly scoring DAG per YAML config file."""

@@ -1,0 +1,156 @@
+"""Load and validate a scoring DAG's YAML config; errors name the file, the line and the setting."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A DAG config is invalid; the message says where and what to change."""
+
+
+@dataclass(frozen=True)
+class Field:
+    kind: type | tuple[type, ...]
+    default: Any = None
+    required: bool = False
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    pattern: str | None = None
+
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+_MODEL = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+
+SCHEMA: dict[str, Any] = {
+    "dag_id": Field(str, required=True, pattern=_NAME),
+    "model": Field(str, required=True, pattern=r"^[a-z0-9][a-z0-9_-]*$"),
+    "description": Field(str, default=""),
+    "owner": Field(str, default="airflow_bt"),
+    "start_date": Field(dt.date, required=True),
+    "catchup": Field(bool, default=False),
+    "max_active_runs": Field(int, default=1, minimum=1),
+    "retries": Field(int, default=2, minimum=0),
+    "retry_delay_minutes": Field((int, float), default=5, minimum=0),
+    "tags": Field(list, default=[]),
+    "root_uri": Field(str, default=None),
+    "aws_conn_id": Field(str, default="aws_default"),
+    "schedule": {
+        "run_at": Field(str, default="02:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$"),
+        "timezone": Field(str, default="UTC"),
+    },
+    "paths": {
+        "input": Field(str, default="{{ params.root_uri }}/input/{model}/dt={{ ds }}/"),
+        "work": Field(str, default="{{ params.root_uri }}/work/{model}/dt={{ ds }}/"),
+        "output": Field(str, default="{{ params.root_uri }}/output/{model}/dt={{ ds }}/"),
+    },
+    "input": {
+        "format": Field(str, default="auto", choices=("auto", "csv", "jsonl")),
+        "wait_for_success_marker": Field(bool, default=False),
+        "poke_interval_seconds": Field(int, default=60, minimum=1),
+        "timeout_minutes": Field((int, float), default=360, minimum=0),
+    },
+    "shard": {
+        "target_shard_mb": Field((int, float), default=64, minimum=0.001),
+        "max_shards": Field(int, default=1000, minimum=1),
+    },
+    "transform": {
+        "backend": Field(str, default="local", choices=("local", "sagemaker")),
+        "model_name": Field(str, required=True, pattern=_MODEL),
+        "model_data_url": Field(str, default=None),
+        "image": Field(str, default=None),
+        "model_environment": Field(dict, default={}),
+        "instance_type": Field(str, default="ml.m5.xlarge"),
+        "instance_count": Field(int, default=1, minimum=1),
+        "batch_strategy": Field(str, default="MultiRecord", choices=("MultiRecord", "SingleRecord")),
+        "max_payload_mb": Field(int, default=6, minimum=0),
+        "max_concurrent_transforms": Field(int, default=None, minimum=0),
+        "accept": Field(str, default="text/csv"),
+        "environment": Field(dict, default={}),
+    },
+    "postprocess": {
+        "prediction_columns": Field(list, default=["prediction"]),
+    },
+}
+
+
+def _lines(node: yaml.Node, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
+    """Map each key path of the YAML document to its 1-based line number."""
+    found: dict[tuple[str, ...], int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key_path = (*path, str(key_node.value))
+            found[key_path] = key_node.start_mark.line + 1
+            found.update(_lines(value_node, key_path))
+    return found
+
+
+def _check(value: Any, spec: Field, where: str) -> Any:
+    kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
+    if spec.kind is dt.date and isinstance(value, str):
+        try:
+            value = dt.date.fromisoformat(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a date YYYY-MM-DD, got {value!r}") from None
+    if isinstance(value, bool) and bool not in kinds:
+        raise ConfigError(f"{where}: expected {'/'.join(k.__name__ for k in kinds)}, got {value!r}")
+    if not isinstance(value, kinds):
+        raise ConfigError(f"{where}: expected {'/'.join(k.__name__ for k in kinds)}, got {value!r}")
+    if spec.choices is not None and value not in spec.choices:
+        raise ConfigError(f"{where}: must be one of {', '.join(map(str, spec.choices))}, got {value!r}")
+    if spec.minimum is not None and value < spec.minimum:  # type: ignore[operator]
+        raise ConfigError(f"{where}: must be at least {spec.minimum}, got {value!r}")
+    if spec.pattern is not None and not re.match(spec.pattern, str(value)):
+        raise ConfigError(f"{where}: {value!r} does not match {spec.pattern}")
+    return value
+
+
+def _validate(data: Any, schema: dict[str, Any], path: tuple[str, ...], source: str,
+              lines: dict[tuple[str, ...], int]) -> dict[str, Any]:
+    def where(key_path: tuple[str, ...]) -> str:
+        line = lines.get(key_path) or lines.get(key_path[:-1])
+        return f"{source}{f':{line}' if line else ''}: setting `{'.'.join(key_path)}`"
+
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where(path)}: expected a mapping of settings, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(schema))
+    if unknown:
+        raise ConfigError(f"{where((*path, str(unknown[0])))}: unknown setting; expected one of "
+                          f"{', '.join(sorted(schema))}")
+    out: dict[str, Any] = {}
+    for key, spec in schema.items():
+        key_path = (*path, key)
+        if isinstance(spec, dict):
+            out[key] = _validate(data.get(key), spec, key_path, source, lines)
+        elif key not in data or data[key] is None:
+            if spec.required:
+                raise ConfigError(f"{where(key_path)}: required setting is missing")
+            out[key] = spec.default.copy() if isinstance(spec.default, (list, dict)) else spec.default
+        else:
+            out[key] = _check(data[key], spec, where(key_path))
+    return out
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Load ``path`` safely (``yaml.SafeLoader``) and return the validated settings with defaults."""
+    source = str(path)
+    text = Path(path).read_text()
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    config = _validate(data, SCHEMA, (), source, _lines(node) if node is not None else {})
+    for column in config["postprocess"]["prediction_columns"]:
+        if not isinstance(column, str) or not column:
+            raise ConfigError(f"{source}: setting `postprocess.prediction_columns`: names must be strings")
+    config["_source"] = source
+    return config

@@ -1,0 +1,133 @@
+"""Build one nightly scoring DAG per config: wait for input -> shard -> transform -> publish."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+import pendulum
+
+from airflow_bt.compat import DAG, Param
+from airflow_bt.dag_factory.config import load_config
+from airflow_bt.operators.postprocess import PublishPredictionsOperator
+from airflow_bt.operators.shard import ShardInputOperator
+from airflow_bt.operators.transform import DEFAULT_IMAGE, BatchTransformOperator
+from airflow_bt.sensors.input import InputPartitionSensor
+from airflow_bt.timetables.nightly import NightlyAfterCloseTimetable
+
+ROOT_ENV = "AIRFLOW_BT_ROOT"
+
+DOC_MD = """\
+### {dag_id}: nightly batch scoring of `{model}`
+
+Scores one calendar day per run: the run whose logical date is `D` reads
+`input/{model}/dt=D/`, shards it, runs a Batch Transform job (backend `{backend}` by default),
+joins the predictions onto the rows and publishes a new attempt below `output/{model}/dt=D/`.
+`_LATEST.json` there points at the newest complete attempt; earlier attempts are never changed.
+
+* Schedule: {schedule}
+* Config: `{source}`
+* Trigger with params to override the data root, backend or instance count.
+"""
+
+
+def resolve_root(config: dict[str, Any], default_root: str) -> str:
+    """Data root: ``$AIRFLOW_BT_ROOT``, else the config's ``root_uri``, else ``default_root``."""
+    return (os.environ.get(ROOT_ENV) or config.get("root_uri") or default_root).rstrip("/")
+
+
+def build_dag(config: dict[str, Any], *, default_root: str) -> DAG:
+    """The scoring DAG described by a validated config (see :func:`load_config`)."""
+    model = config["model"]
+    tf = config["transform"]
+    paths = {k: v.replace("{model}", model) for k, v in config["paths"].items()}
+    timetable = NightlyAfterCloseTimetable(**config["schedule"])
+    start = config["start_date"]
+    dag = DAG(
+        dag_id=config["dag_id"],
+        description=config["description"] or f"Nightly batch scoring of {model}",
+        schedule=timetable,
+        start_date=pendulum.datetime(start.year, start.month, start.day, tz=config["schedule"]["timezone"]),
+        catchup=config["catchup"],
+        max_active_runs=config["max_active_runs"],
+        tags=["airflow_bt", "batch-scoring", *config["tags"]],
+        doc_md=DOC_MD.format(dag_id=config["dag_id"], model=model, backend=tf["backend"],
+                             schedule=timetable.summary, source=config["_source"]),
+        default_args={
+            "owner": config["owner"],
+            "retries": config["retries"],
+            "retry_delay": dt.timedelta(minutes=config["retry_delay_minutes"]),
+        },
+        params={
+            "root_uri": Param(resolve_root(config, default_root), type="string",
+                              description="Data root (file:///... or s3://bucket/prefix)"),
+            "backend": Param(tf["backend"], type="string", enum=["local", "sagemaker"],
+                             description="Where the transform runs"),
+            "instance_count": Param(tf["instance_count"], type="integer", minimum=1,
+                                    description="Transform instances (capped at the shard count)"),
+        },
+        render_template_as_native_obj=False,
+    )
+    common = {"aws_conn_id": config["aws_conn_id"], "dag": dag}
+    wait = InputPartitionSensor(
+        task_id="wait_for_input",
+        input_uri=paths["input"],
+        wait_for_success_marker=config["input"]["wait_for_success_marker"],
+        poke_interval=config["input"]["poke_interval_seconds"],
+        timeout=config["input"]["timeout_minutes"] * 60,
+        mode="reschedule",
+        **common,
+    )
+    shard = ShardInputOperator(
+        task_id="shard",
+        input_uri=paths["input"],
+        work_uri=paths["work"],
+        data_format=config["input"]["format"],
+        target_shard_mb=config["shard"]["target_shard_mb"],
+        min_shards="{{ params.instance_count }}",
+        max_shards=config["shard"]["max_shards"],
+        **common,
+    )
+    transform = BatchTransformOperator(
+        task_id="transform",
+        shards=shard.output,
+        backend="{{ params.backend }}",
+        model_name=tf["model_name"],
+        model_data_url=tf["model_data_url"],
+        image=tf["image"] or DEFAULT_IMAGE,
+        model_environment=tf["model_environment"],
+        instance_type=tf["instance_type"],
+        instance_count="{{ params.instance_count }}",
+        batch_strategy=tf["batch_strategy"],
+        max_payload_mb=tf["max_payload_mb"],
+        max_concurrent_transforms=tf["max_concurrent_transforms"],
+        accept=tf["accept"],
+        environment=tf["environment"],
+        job_name_prefix=model,
+        **common,
+    )
+    publish = PublishPredictionsOperator(
+        task_id="publish",
+        shards=shard.output,
+        transform=transform.output,
+        output_uri=paths["output"],
+        prediction_columns=config["postprocess"]["prediction_columns"],
+        model_name=tf["model_name"],
+        model_data_url=tf["model_data_url"],
+        **common,
+    )
+    wait >> shard >> transform >> publish
+    return dag
+
+
+def build_dags(config_dir: str | Path, *, default_root: str) -> dict[str, DAG]:
+    """One DAG per ``*.yaml``/``*.yml`` file in ``config_dir``, keyed by dag_id."""
+    dags: dict[str, DAG] = {}
+    for path in sorted(Path(config_dir).glob("*.y*ml")):
+        dag = build_dag(load_config(path), default_root=default_root)
+        if dag.dag_id in dags:
+            raise ValueError(f"{path}: dag_id {dag.dag_id!r} is already used by another config")
+        dags[dag.dag_id] = dag
+    return dags

@@ -1,0 +1,94 @@
+"""Join the predictions onto the input rows and publish the date's new attempt, write-once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow_bt.compat import AirflowFailException, Context, run_id, try_number
+from airflow_bt.operators.base import BatchStepOperator
+from airflow_bt.steps.layout import MANIFEST_NAME, RunLayout
+from airflow_bt.steps.publish import ReconcileError, publish_attempt
+from airflow_bt.storage.uris import join_uri
+
+
+class PublishPredictionsOperator(BatchStepOperator):
+    """Reconcile, join and publish to ``<output_uri>/<run slug>-<try>/``, then point ``_LATEST.json`` at it.
+
+    Every input record must have exactly one prediction, else the task fails naming the shard
+    and both counts, and nothing is published. The attempt's objects are written first, then
+    ``_manifest.json``, then ``_SUCCESS``; ``_LATEST.json`` moves last.
+
+    :param shards: the shard task's return value.
+    :param transform: the transform task's return value.
+    :param output_uri: the date's output prefix, e.g. ``<root>/output/churn/dt={{ ds }}/``.
+    :param prediction_columns: the column name(s) of the model's output, appended to the input columns.
+    :param model_name: recorded in the manifest.
+    :param model_data_url: recorded in the manifest.
+    :param aws_conn_id: the AWS connection for ``s3://`` URIs.
+    """
+
+    template_fields: Sequence[str] = (
+        "shards", "transform", "output_uri", "prediction_columns", "model_name", "model_data_url", "aws_conn_id",
+    )
+    ui_color = "#eafbea"
+
+    def __init__(
+        self,
+        *,
+        shards: Any,
+        transform: Any,
+        output_uri: str,
+        prediction_columns: Sequence[str] = ("prediction",),
+        model_name: str | None = None,
+        model_data_url: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.shards = shards
+        self.transform = transform
+        self.output_uri = output_uri
+        self.prediction_columns = prediction_columns
+        self.model_name = model_name
+        self.model_data_url = model_data_url
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        summary = self.read_shard_summary(self.shards)
+        if not isinstance(self.transform, dict) or "output_uri" not in self.transform:
+            raise AirflowFailException(f"`transform` must be the transform task's return value, got "
+                                       f"{self.transform!r}")
+        attempt = try_number(context)
+        layout = RunLayout(work_root=self.shards["work_uri"], output_root=self.output_uri,
+                           slug=self.shards["run_slug"])
+        store = self.hook.storage(self.output_uri)
+        metadata = {
+            "dag_id": context["dag"].dag_id,
+            "run_id": run_id(context),
+            "ds": str(context["ds"]),
+            "try_number": attempt,
+            "run_slug": layout.slug,
+            "model": {"name": self.model_name, "model_data_url": self.model_data_url},
+            "job_name": self.transform.get("job_name"),
+            "transform": self.transform,
+            "shard_seconds": summary.get("seconds"),
+        }
+        try:
+            manifest = publish_attempt(
+                store,
+                summary,
+                self.transform["output_uri"],
+                layout.attempt_prefix(attempt),
+                layout.latest_uri,
+                prediction_columns=[str(c) for c in self.prediction_columns],
+                metadata=metadata,
+                logger=self.log,
+            )
+        except ReconcileError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        return {
+            "attempt_uri": manifest["attempt_prefix"],
+            "manifest_uri": join_uri(manifest["attempt_prefix"], MANIFEST_NAME),
+            "latest_uri": layout.latest_uri,
+            "rows": manifest["rows_out"],
+            "parts": len(manifest["parts"]),
+        }

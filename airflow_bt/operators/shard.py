@@ -1,0 +1,89 @@
+"""Shard a date partition's input into equal-size shard objects for Batch Transform."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow_bt.compat import AirflowFailException, Context, run_id, try_number
+from airflow_bt.operators.base import BatchStepOperator
+from airflow_bt.steps.layout import RunLayout
+from airflow_bt.steps.naming import run_slug
+from airflow_bt.steps.shard import ShardInputError, shard_partition
+
+
+class ShardInputOperator(BatchStepOperator):
+    """Stream every object under ``input_uri`` into shards below this attempt's own work prefix.
+
+    The attempt writes to ``<work_uri>/<run slug>/shard-<try>/part-NNNNN.<ext>`` plus a SageMaker
+    manifest (``shard-<try>.manifest``) and a summary (``shard-<try>.json``); the run slug is minted
+    here, unique per attempt, and the downstream steps write beside it.
+
+    :param input_uri: the partition's input prefix (``file://`` or ``s3://``), e.g. ``.../dt={{ ds }}/``.
+    :param work_uri: the date's scratch prefix, e.g. ``<root>/work/churn/dt={{ ds }}/``.
+    :param data_format: ``auto`` (from file names), ``csv`` (with a header row) or ``jsonl``.
+    :param target_shard_mb: aim for shards of about this size.
+    :param min_shards: at least this many shards (e.g. the transform's instance count).
+    :param max_shards: at most this many shards.
+    :param aws_conn_id: the AWS connection for ``s3://`` URIs.
+    """
+
+    template_fields: Sequence[str] = (
+        "input_uri", "work_uri", "data_format", "target_shard_mb", "min_shards", "max_shards", "aws_conn_id",
+    )
+    ui_color = "#e8f4fd"
+
+    def __init__(
+        self,
+        *,
+        input_uri: str,
+        work_uri: str,
+        data_format: str = "auto",
+        target_shard_mb: float | str = 64,
+        min_shards: int | str = 1,
+        max_shards: int | str = 1000,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.input_uri = input_uri
+        self.work_uri = work_uri
+        self.data_format = data_format
+        self.target_shard_mb = target_shard_mb
+        self.min_shards = min_shards
+        self.max_shards = max_shards
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        attempt = try_number(context)
+        layout = RunLayout(work_root=self.work_uri, output_root="", slug=run_slug(run_id(context)))
+        store = self.hook.storage(self.input_uri)
+        out_store = self.hook.storage(self.work_uri)
+        if type(out_store) is not type(store):
+            raise AirflowFailException("input_uri and work_uri must use the same storage scheme")
+        try:
+            summary = shard_partition(
+                store,
+                self.input_uri,
+                layout.step_prefix("shard", attempt),
+                layout.step_file("shard", attempt, ".manifest"),
+                layout.step_file("shard", attempt, ".json"),
+                data_format=self.data_format,
+                target_shard_mb=float(self.target_shard_mb),
+                min_shards=int(self.min_shards),
+                max_shards=int(self.max_shards),
+                logger=self.log,
+            )
+        except ShardInputError as exc:
+            raise AirflowFailException(str(exc)) from exc  # bad input: retrying cannot fix it
+        return {
+            "run_slug": layout.slug,
+            "work_uri": self.work_uri,
+            "run_prefix": layout.run_prefix,
+            "shard_prefix": summary["shard_prefix"],
+            "manifest_uri": summary["manifest_uri"],
+            "summary_uri": summary["summary_uri"],
+            "format": summary["format"],
+            "content_type": summary["content_type"],
+            "shards": len(summary["shards"]),
+            "records": summary["records"],
+            "input_objects": len(summary["inputs"]),
+        }

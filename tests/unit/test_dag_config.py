@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from airflow_bt.dag_factory.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    return path
+
+
+GOOD = """\
+dag_id: d1
+model: churn
+start_date: 2026-06-01
+transform:
+  model_name: churn-model
+"""
+
+
+def test_shipped_config_is_valid():
+    config = load_config(REPO / "dags/configs/churn.yaml")
+    assert config["dag_id"] == "churn_nightly_scoring"
+    assert config["postprocess"]["prediction_columns"] == ["churn_probability"]
+
+
+def test_defaults_fill_in(tmp_path):
+    config = load_config(write(tmp_path, GOOD))
+    assert config["transform"]["instance_count"] == 1 and config["schedule"]["run_at"] == "02:00"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (GOOD + "  instance_count: two\n", r"bad\.yaml:6: setting `transform.instance_count`: expected int"),
+        (GOOD + "  backend: emr\n", r"bad\.yaml:6: setting `transform.backend`: must be one of local, sagemaker"),
+        (GOOD + "retries: -1\n", r"bad\.yaml:6: setting `retries`: must be at least 0"),
+        (GOOD + "colour: blue\n", r"bad\.yaml:6: setting `colour`: unknown setting"),
+        (GOOD.replace("model: churn\n", ""), r"setting `model`: required setting is missing"),
+        (GOOD + "schedule:\n  run_at: '25:00'\n", r"bad\.yaml:7: setting `schedule.run_at`"),
+        (GOOD + "transform: [1]\n", r"not valid YAML|setting `transform`"),
+        ("dag_id: x\nstart_date: !!python/object:os.system ls\n", r"not valid YAML"),
+    ],
+)
+def test_errors_name_file_line_and_setting(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))
