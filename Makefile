@@ -1,0 +1,54 @@
+# airflow_bt — `make demo` and `make test` work on a fresh machine with Python 3.10+ and network
+# access to PyPI. AIRFLOW_VERSION selects the Airflow line (default 3.3.2; e.g. 2.11.2).
+AIRFLOW_VERSION ?= 3.3.2
+DEFAULT_AIRFLOW := 3.3.2
+PYTHON ?= python3
+ifeq ($(AIRFLOW_VERSION),$(DEFAULT_AIRFLOW))
+VENV ?= .venv
+AIRFLOW_HOME_DIR ?= .airflow
+else
+VENV ?= .venv-$(AIRFLOW_VERSION)
+AIRFLOW_HOME_DIR ?= .airflow-$(AIRFLOW_VERSION)
+endif
+CONSTRAINTS := constraints/airflow-$(AIRFLOW_VERSION).txt
+UV := $(shell command -v uv 2>/dev/null || echo $(PYTHON) -m uv)
+DS ?= 2026-06-24
+PYTEST_ARGS ?=
+
+export AIRFLOW_VERSION VENV AIRFLOW_HOME_DIR DS
+
+.PHONY: venv demo test lint typecheck unit bench clean constraints
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml $(wildcard $(CONSTRAINTS))
+	@$(PYTHON) -m uv --version >/dev/null 2>&1 || command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	$(UV) venv --allow-existing --python $(PYTHON) $(VENV)
+	$(UV) pip install --python $(VENV)/bin/python \
+	    $(if $(wildcard $(CONSTRAINTS)),--constraint $(CONSTRAINTS)) \
+	    "apache-airflow==$(AIRFLOW_VERSION)" -e ".[test]"
+	@touch $@
+
+demo: venv
+	@bash scripts/demo.sh
+
+test: venv lint typecheck
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check airflow_bt dags tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(VENV)/bin/python -m pytest tests/unit $(PYTEST_ARGS)
+
+# Re-pin the constraints of an Airflow line (needs PyPI).
+constraints:
+	echo "apache-airflow==$(AIRFLOW_VERSION)" > /tmp/airflow-bt-req.in
+	$(UV) pip compile -q --python $(PYTHON) pyproject.toml /tmp/airflow-bt-req.in --extra test --extra demo \
+	    --no-header --no-annotate -o $(CONSTRAINTS)
+
+clean:
+	rm -rf .venv .venv-* .airflow .airflow-* demo-data .pytest_cache .mypy_cache .ruff_cache

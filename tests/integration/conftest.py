@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from airflow_env import airflow, airflow_env
+
+from airflow_bt.demo.data import generate_range
+from airflow_bt.demo.model import train_model
+
+DAYS = ("2026-06-23", "2026-06-24")
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    """Two small days of demo input (3 files x 1,000 rows each) and a small demo model."""
+    root = tmp_path_factory.mktemp("demo-data")
+    generate_range(str(root), "churn", DAYS[0], DAYS[1], rows=3000, files=3)
+    train_model(str(root / "models" / "churn"), rows=4000)
+    return root
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory) -> Path:
+    """An Airflow home with a migrated SQLite metadata DB."""
+    home = tmp_path_factory.mktemp("airflow-home")
+    airflow(airflow_env(home), "db", "migrate")
+    return home
