@@ -24,7 +24,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml $(wildcard $(CONSTRAINTS))
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
 	$(UV) venv --allow-existing --python $(PYTHON) $(VENV)
-	$(UV) pip install --python $(VENV)/bin/python \
+	$(UV) pip install --quiet --python $(VENV)/bin/python \
 	    $(if $(wildcard $(CONSTRAINTS)),--constraint $(CONSTRAINTS)) \
 	    "apache-airflow==$(AIRFLOW_VERSION)" -e ".[test]"
 	@touch $@

@@ -9,6 +9,7 @@ from airflow_bt.compat import AirflowException, AirflowFailException, Context, t
 from airflow_bt.operators.base import BatchStepOperator
 from airflow_bt.steps.layout import RunLayout
 from airflow_bt.steps.naming import transform_job_name
+from airflow_bt.steps.shard import shard_origins
 from airflow_bt.transform.request import build_model_request, build_transform_request
 
 BACKENDS = ("local", "sagemaker")
@@ -134,9 +135,10 @@ class BatchTransformOperator(BatchStepOperator):
         description = self._run_local(request, model_request)
         status = description["TransformJobStatus"]
         if status != "Completed":
-            raise AirflowException(
-                f"transform job {job_name} ended {status}: {description.get('FailureReason', 'no reason given')}"
-            )
+            reason = str(description.get("FailureReason", "no reason given"))
+            where = [f"{key} holds {origin}" for key, origin in shard_origins(summary).items() if key in reason]
+            raise AirflowException(f"transform job {job_name} ended {status}: {reason}"
+                                   + (f" ({'; '.join(where)})" if where else ""))
         start, end = description["TransformStartTime"], description["TransformEndTime"]
         seconds = (end - start).total_seconds()
         stats = description.get("LocalEngineStats", {})

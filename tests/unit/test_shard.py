@@ -128,3 +128,19 @@ def test_shards_on_s3(s3_bucket):
                               f"{s3_bucket}/w/s.json", min_shards=2)
     assert summary["records"] == 2 and summary["header"] == "h1,h2"
     assert b"".join(store.read_bytes(s["uri"]) for s in summary["shards"]) == b"1,2\n3,4\n"
+
+
+def test_shard_origins_map_shards_back_to_input_records(tmp_path):
+    from airflow_bt.steps.shard import shard_origins
+
+    write_csv(tmp_path / "in", "a.csv", [f"{i},a,{i}" for i in range(6)])
+    write_csv(tmp_path / "in", "b.csv", [f"{i},b,{i}" for i in range(6, 10)])
+    _, summary = run(tmp_path, min_shards=2)
+    counts = [s["records"] for s in summary["shards"]]
+    origins = shard_origins(summary)
+    assert sum(counts) == 10
+    first_key, second_key = (s["key"] for s in summary["shards"])
+    assert counts[0] > 6  # the first shard spans both files: a.csv has 6 records, b.csv 4
+    assert origins[first_key] == (f"records 1-{counts[0]} of the partition: a.csv (records 1-6), "
+                                  f"b.csv (records 1-{counts[0] - 6})")
+    assert origins[second_key] == f"records {counts[0] + 1}-10 of the partition: b.csv (records {counts[0] - 5}-4)"
