@@ -12,6 +12,14 @@ from __future__ import annotations
 
 from airflow_bt.records.batching import BATCH_STRATEGIES, MB, Payload, iter_payloads, payload_limit
 from airflow_bt.records.compression import COMPRESSION_TYPES, decompressed
+from airflow_bt.records.dataprocessing import (
+    FILTER_TYPES,
+    DataProcessingError,
+    RecordProcessor,
+    iter_processed_payloads,
+    record_format,
+)
+from airflow_bt.records.jsonpath import JsonPath, JsonPathSelectError, JsonPathSyntaxError
 from airflow_bt.records.splitting import (
     SPLIT_TYPES,
     RecordError,
@@ -23,14 +31,22 @@ from airflow_bt.records.splitting import (
 __all__ = [
     "BATCH_STRATEGIES",
     "COMPRESSION_TYPES",
+    "FILTER_TYPES",
     "MB",
     "SPLIT_TYPES",
+    "DataProcessingError",
+    "JsonPath",
+    "JsonPathSelectError",
+    "JsonPathSyntaxError",
     "Payload",
     "RecordError",
     "RecordFormatError",
+    "RecordProcessor",
     "RecordTooLargeError",
     "decompressed",
     "iter_payloads",
+    "iter_processed_payloads",
     "iter_records",
     "payload_limit",
+    "record_format",
 ]

@@ -13,22 +13,32 @@ picklable tuples:
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from airflow_bt.records import decompressed, iter_payloads
+from airflow_bt.records import RecordProcessor, decompressed, iter_payloads, iter_processed_payloads, payload_limit
 from airflow_bt.storage import Storage, for_uri, scheme_of
-from airflow_bt.transform.plan import InputObject, initial_knobs, resolve_knobs
-from airflow_bt.transform.runtime import ModelInvocationError, ModelRuntime, batch_environment, open_runtime
+from airflow_bt.transform.invoker import Call, Invoker
+from airflow_bt.transform.plan import InputObject, Knobs, initial_knobs, resolve_knobs
+from airflow_bt.transform.runtime import (
+    START_TIMEOUT_ENV,
+    ModelInvocationError,
+    ModelRuntime,
+    ModelRuntimeError,
+    batch_environment,
+    open_runtime,
+    start_timeout_s,
+)
 
 Event = tuple[Any, ...]
 Sink = Callable[[Event], None]
 PROGRESS_EVERY_S = 1.0
+START_TIMEOUT_GRACE_S = 30.0
 _MAX_MESSAGE = 2000
 
 
@@ -97,6 +107,8 @@ class Instance:
         retries = mcc.get("InvocationsMaxRetries")
         self.max_retries = 3 if retries is None else int(retries)
         self.runtime: ModelRuntime | None = None
+        self.invoker: Invoker | None = None
+        self.processor = RecordProcessor.from_request(req)
         self.knobs = initial_knobs(req)
 
     def storage_for(self, uri: str) -> Storage:
@@ -107,39 +119,67 @@ class Instance:
     def run(self) -> None:
         """Start the model, transform every object, report; never raises."""
         i = self.spec.instance
-        pool: ThreadPoolExecutor | None = None
         try:
             try:
-                self.runtime = open_runtime(self.spec.model_request, storage_for=self.storage_for)
-                env = batch_environment(
-                    max_payload_in_mb=self.knobs.max_payload_in_mb, batch_strategy=self.knobs.batch_strategy,
-                    max_concurrent_transforms=self.knobs.max_concurrent_transforms,
-                    environment=self.spec.request.get("Environment"))
-                self.runtime.start(env)
-                if not self.runtime.ping():
-                    raise RuntimeError("the model did not answer ping")
-                self.knobs = resolve_knobs(self.spec.request, self.runtime.execution_parameters())
+                self.runtime = open_runtime(self.spec.model_request, storage_for=self.storage_for,
+                                            invocation_timeout_s=self.timeout_s)
+                self.knobs = self._start_model(self.runtime)
             except Exception as exc:
                 name = self.spec.model_request.get("ModelName")
                 message = f"model {name!r} could not start: {type(exc).__name__}: {exc}"
                 self.sink(("failed", i, message[:_MAX_MESSAGE]))
                 return
             self.sink(("started", i, self.knobs))
-            if self.knobs.max_concurrent_transforms > 1:
-                pool = ThreadPoolExecutor(self.knobs.max_concurrent_transforms, thread_name_prefix=f"bt-{i}")
+            self.invoker = Invoker(self.runtime, self.content_type, self.accept, timeout_s=self.timeout_s,
+                                   max_retries=self.max_retries, slots=self.knobs.max_concurrent_transforms,
+                                   name=f"bt-{i}")
             for obj in self.spec.objects:
-                self.sink(("object", i, self.transform_object(obj, pool)))
+                self.sink(("object", i, self.transform_object(obj)))
         except Exception as exc:  # a bug, or the sink failing: report it rather than hang the engine
             message = f"instance {i} crashed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
             self.sink(("failed", i, message))
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+            if self.invoker is not None:
+                self.invoker.close()
             if self.runtime is not None:
                 self.runtime.close()
             self.sink(("done", i))
 
-    def transform_object(self, obj: InputObject, pool: ThreadPoolExecutor | None) -> ObjectResult:
+    def _start_model(self, runtime: ModelRuntime) -> Knobs:
+        """Start the container, check ``/ping``, ask ``/execution-parameters``; the knobs to run with.
+
+        Runs on a daemon thread so a model that never comes up (a ``model_fn`` that hangs) fails
+        the instance after ``AIRFLOW_BT_START_TIMEOUT`` seconds instead of hanging the job.
+        """
+        env = batch_environment(
+            max_payload_in_mb=self.knobs.max_payload_in_mb, batch_strategy=self.knobs.batch_strategy,
+            max_concurrent_transforms=self.knobs.max_concurrent_transforms,
+            environment=self.spec.request.get("Environment"))
+        outcome: list[Any] = []
+
+        def start() -> None:
+            try:
+                runtime.start(env)
+                if not runtime.ping():
+                    raise RuntimeError("the model did not answer ping")
+                outcome.append(resolve_knobs(self.spec.request, runtime.execution_parameters()))
+            except BaseException as exc:  # reported by the waiting thread
+                outcome.append(exc)
+
+        starter = threading.Thread(target=start, name=f"bt-{self.spec.instance}-start", daemon=True)
+        starter.start()
+        limit = start_timeout_s(self.spec.model_request)
+        own = getattr(runtime, "enforces_start_timeout", False)  # it fails first, with a better message
+        starter.join(limit + (START_TIMEOUT_GRACE_S if own else 0.0))
+        if not outcome:
+            raise ModelRuntimeError(f"the model did not start within {limit:g} s ({START_TIMEOUT_ENV} in "
+                                    "PrimaryContainer.Environment)")
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        knobs: Knobs = outcome[0]
+        return knobs
+
+    def transform_object(self, obj: InputObject) -> ObjectResult:
         """Write ``obj.out_uri`` from the model's answers, or nothing if any request fails."""
         start = time.monotonic()
         state = [0, 0, 0]  # records, requests, payload bytes
@@ -149,14 +189,9 @@ class Instance:
             with self.storage_for(obj.uri).open_read(obj.uri) as raw:
                 counter = _Counting(raw)
                 stream = decompressed(counter, self.compression)  # type: ignore[arg-type]
-                payloads = iter_payloads(stream, split_type=self.split_type,
-                                         batch_strategy=self.knobs.batch_strategy,
-                                         max_payload_in_mb=self.knobs.max_payload_in_mb, uri=obj.uri)
+                payloads = self._payloads(stream, obj.uri)
                 with self.storage_for(obj.out_uri).open_write(obj.out_uri) as out:
-                    if pool is None:
-                        self._sequential(obj, payloads, out, state, start)
-                    else:
-                        self._pipelined(obj, payloads, out, state, start, pool)
+                    self._requests(obj, payloads, out, state, start)
         except _RequestError as exc:
             error = str(exc)
         except Exception as exc:
@@ -167,25 +202,6 @@ class Instance:
             requests=state[1], bytes_in=counter.count if counter else 0, payload_bytes=state[2],
             seconds=time.monotonic() - start, error=error[:_MAX_MESSAGE] if error else None,
         )
-
-    def _invoke(self, payload: bytes) -> bytes:
-        runtime = self.runtime
-        assert runtime is not None
-        last: BaseException | None = None
-        for _ in range(self.max_retries + 1):
-            began = time.monotonic()
-            try:
-                response = runtime.invoke(payload, self.content_type, self.accept)
-            except Exception as exc:
-                last = exc
-                continue
-            took = time.monotonic() - began
-            if took > self.timeout_s:
-                last = TimeoutError(f"the model took {took:.1f}s, over InvocationsTimeoutInSeconds="
-                                    f"{self.timeout_s:g}")
-                continue
-            return response
-        raise ModelInvocationError(f"{type(last).__name__}: {last}") from last
 
     def _fail(self, obj: InputObject, state: list[int], n: int, exc: BaseException) -> _RequestError:
         attempts = self.max_retries + 1
@@ -205,51 +221,50 @@ class Instance:
         self.sink(("progress", self.spec.instance, obj.index, obj.key, state[0], now - start))
         return now + PROGRESS_EVERY_S
 
-    def _sequential(self, obj: InputObject, payloads: Iterator[tuple[bytes, int]], out: BinaryIO,
-                    state: list[int], start: float) -> None:
-        invoke, write = self._invoke, self._write
-        next_at = start + PROGRESS_EVERY_S
-        for payload, n in payloads:
-            try:
-                response = invoke(payload)
-            except ModelInvocationError as exc:
-                raise self._fail(obj, state, n, exc) from exc
-            write(out, response)
-            state[0] += n
-            state[1] += 1
-            state[2] += len(payload)
-            next_at = self._tick(obj, state, start, next_at)
+    def _payloads(self, stream: BinaryIO, uri: str) -> Iterator[tuple[bytes, int, list[bytes] | None]]:
+        knobs = self.knobs
+        if self.processor is None:
+            for payload, n in iter_payloads(stream, split_type=self.split_type, batch_strategy=knobs.batch_strategy,
+                                            max_payload_in_mb=knobs.max_payload_in_mb, uri=uri):
+                yield payload, n, None
+        else:
+            yield from iter_processed_payloads(stream, self.processor, split_type=self.split_type,
+                                               batch_strategy=knobs.batch_strategy,
+                                               limit=payload_limit(knobs.max_payload_in_mb), uri=uri)
 
-    def _pipelined(self, obj: InputObject, payloads: Iterator[tuple[bytes, int]], out: BinaryIO,
-                   state: list[int], start: float, pool: ThreadPoolExecutor) -> None:
+    def _requests(self, obj: InputObject, items: Iterator[tuple[bytes, int, list[bytes] | None]], out: BinaryIO,
+                  state: list[int], start: float) -> None:
         """Up to ``MaxConcurrentTransforms`` requests in flight; answers written in input order."""
+        invoker, processor = self.invoker, self.processor
+        assert invoker is not None
         limit = self.knobs.max_concurrent_transforms
-        pending: deque[tuple[Future[bytes], int, int]] = deque()
+        pending: deque[tuple[Call, int, list[bytes] | None]] = deque()
         next_at = start + PROGRESS_EVERY_S
 
         def drain_one() -> None:
-            future, n, size = pending.popleft()
+            call, n, originals = pending.popleft()
             try:
-                response = future.result()
+                response = invoker.result(call)
             except ModelInvocationError as exc:
                 raise self._fail(obj, state, n, exc) from exc
+            if originals is not None and processor is not None:
+                response = processor.assemble(originals, response, uri=obj.uri, first=state[0] + 1)
             self._write(out, response)
             state[0] += n
             state[1] += 1
-            state[2] += size
+            state[2] += len(call.payload)
 
         try:
-            for payload, n in payloads:
+            for payload, n, originals in items:
                 if len(pending) >= limit:
                     drain_one()
                     next_at = self._tick(obj, state, start, next_at)
-                pending.append((pool.submit(self._invoke, payload), n, len(payload)))
+                pending.append((invoker.submit(payload), n, originals))
             while pending:
                 drain_one()
+                next_at = self._tick(obj, state, start, next_at)
         except BaseException:
-            for future, _, _ in pending:
-                future.cancel()
-            wait([f for f, _, _ in pending])  # keep the in-flight cap across objects
+            invoker.settle([call for call, _, _ in pending])  # keep the in-flight cap across objects
             raise
 
 

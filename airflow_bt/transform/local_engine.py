@@ -13,9 +13,16 @@ As with a real container, the ``SAGEMAKER_*`` environment the model starts with 
 the request's values or the defaults, since the container is up before it is asked.
 
 ``ModelClientConfig``: a request is retried ``InvocationsMaxRetries`` times (default 3,
-as in SageMaker); one that took longer than ``InvocationsTimeoutInSeconds`` (default
-600) counts as failed once it returns (an in-process handler cannot be interrupted).
-``DataProcessing`` filters and joins are not supported by the local engine yet.
+as in SageMaker); an attempt with no answer after ``InvocationsTimeoutInSeconds`` (default
+600) is abandoned and counts as failed, so a hung model cannot hang the job
+(:mod:`airflow_bt.transform.invoker`).
+
+``DataProcessing`` (``InputFilter``, ``JoinSource=Input``, ``OutputFilter``) is applied per
+record for CSV and JSON / JSON Lines (:mod:`airflow_bt.records.dataprocessing`).
+
+The model runtime comes from the ``CreateModel`` request (:func:`~airflow_bt.transform.runtime.open_runtime`):
+a Python handler in ``ModelDataUrl``, a running container at an ``http(s)://`` ``Image``, or
+a command in ``AIRFLOW_BT_SERVE_COMMAND`` that the engine starts per instance.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from airflow_bt.logs import LogLike
 from airflow_bt.storage import Storage, for_uri, scheme_of
 from airflow_bt.transform.instance import Event, Instance, InstanceSpec, ObjectResult, instance_main
 from airflow_bt.transform.plan import InputError, InputObject, assign_instances, list_inputs
+from airflow_bt.transform.runtime import SERVE_COMMAND_ENV, runtime_kind
 from airflow_bt.transform.spec import TransformSpecError, validate_model_request, validate_transform_request
 
 Progress = Callable[[int, int, int], None]
@@ -53,14 +61,13 @@ def _check_supported(request: Mapping[str, Any], model_request: Mapping[str, Any
     if request["ModelName"] != model_request["ModelName"]:
         raise TransformSpecError("ModelName", f"names model {request['ModelName']!r} but the CreateModel "
                                               f"request is for {model_request['ModelName']!r}")
-    dp = request.get("DataProcessing") or {}
-    for key in ("InputFilter", "OutputFilter"):
-        if dp.get(key) not in (None, "$"):
-            raise TransformSpecError(f"DataProcessing.{key}", "the local engine does not support filters yet "
-                                                              "(only '$')")
-    if dp.get("JoinSource") not in (None, "None"):
-        raise TransformSpecError("DataProcessing.JoinSource",
-                                 "the local engine does not support JoinSource=Input yet")
+    container = model_request["PrimaryContainer"]
+    if runtime_kind(model_request) == "python" and not container.get("ModelDataUrl"):
+        raise TransformSpecError(
+            "PrimaryContainer.ModelDataUrl",
+            f"is required by the local engine for image {container.get('Image')!r}: it loads the Python handler "
+            f"(code/inference.py) from it. For a container, set Image to its http(s):// URL or put "
+            f"{SERVE_COMMAND_ENV} in PrimaryContainer.Environment")
 
 
 class _Monitor:
@@ -96,7 +103,7 @@ class _Monitor:
                 self.last_log = now
                 self.log.info("object %d of %d %s: %d records so far, %.0f records/s",
                               index + 1, self.total, key, records, self._rate(records, seconds))
-                self._report()
+            self._report()
         elif kind == "object":
             result: ObjectResult = event[2]
             self.results.append(result)
@@ -145,6 +152,27 @@ def _bare_main_module() -> Iterator[None]:
             sys.modules["__main__"] = main
 
 
+@contextlib.contextmanager
+def _children_allowed() -> Iterator[None]:
+    """Let a daemonic process start the instance workers.
+
+    Airflow 2's LocalExecutor and Celery's prefork pool run tasks inside daemonic processes,
+    and ``multiprocessing`` refuses to start children there ("daemonic processes are not
+    allowed to have children"). The flag guards against orphans; the engine stops its
+    workers itself on every exit path (see ``_run_processes``), so it is lifted while starting.
+    """
+    current = multiprocessing.current_process()
+    config = getattr(current, "_config", {})
+    daemonic = bool(config.get("daemon"))
+    if daemonic:
+        config["daemon"] = False
+    try:
+        yield
+    finally:
+        if daemonic:
+            config["daemon"] = True
+
+
 def _run_processes(specs: list[InstanceSpec], monitor: _Monitor) -> None:
     ctx = multiprocessing.get_context("spawn")
     events: Any = ctx.Queue()
@@ -152,7 +180,7 @@ def _run_processes(specs: list[InstanceSpec], monitor: _Monitor) -> None:
                          name=f"airflow-bt-instance-{spec.instance}") for spec in specs]
     finished = False
     try:
-        with _bare_main_module():
+        with _bare_main_module(), _children_allowed():
             for proc in procs:
                 proc.start()
         active = {spec.instance: proc for spec, proc in zip(specs, procs, strict=True)}
@@ -217,7 +245,7 @@ def run_transform_job(
     else (no input, a model that cannot load, a record the model cannot score) ends in
     ``TransformJobStatus="Failed"`` with a ``FailureReason``; objects whose requests all
     succeeded still get their ``.out`` objects. ``progress(objects_done, objects_total,
-    records_done)`` is called after each object and with the periodic log lines.
+    records_done)`` is called after each object and about once a second while objects run.
     """
     validate_transform_request(request)
     validate_model_request(model_request)

@@ -8,6 +8,13 @@
 
 Numbers must already be ``int`` (``"2"`` and ``True`` are refused): the operator layer
 casts templated values before it builds the request.
+
+Cross-field rules: ``MaxConcurrentTransforms x MaxPayloadInMB <= 100``; ``BatchStrategy``
+needs a ``SplitType`` other than ``None``; ``DataProcessing`` filters must be in the JSONPath
+subset (:mod:`airflow_bt.records.jsonpath`), read CSV (index paths only), JSON or JSON Lines
+records split by ``Line`` (or whole ``application/json`` documents), and ``JoinSource=Input``
+needs ``Accept`` = ``ContentType`` and ``AssembleWith`` = ``SplitType``. Every error names the
+field and the rule.
 """
 
 from __future__ import annotations
@@ -16,9 +23,19 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_bt.records import BATCH_STRATEGIES, COMPRESSION_TYPES, SPLIT_TYPES
+from airflow_bt.records import (
+    BATCH_STRATEGIES,
+    COMPRESSION_TYPES,
+    FILTER_TYPES,
+    SPLIT_TYPES,
+    JsonPath,
+    JsonPathSyntaxError,
+    record_format,
+)
+from airflow_bt.records.dataprocessing import media_type
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+NAME_MAX = 63
 ENV_KEY_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,1023}$")
 INSTANCE_TYPE_RE = re.compile(r"^(ml\.[a-z0-9.\-]+|local|local_gpu)$")
 URI_SCHEMES = ("s3://", "file://")
@@ -144,13 +161,60 @@ def _tags(req: Mapping[str, Any]) -> None:
         _str(tag, "Value", f"Tags[{i}]", max_len=256)
 
 
+def _filter(dp: Mapping[str, Any], key: str) -> JsonPath:
+    text = _str(dp, key, "DataProcessing", max_len=63)
+    try:
+        return JsonPath.parse(text or "$")
+    except JsonPathSyntaxError as exc:
+        raise TransformSpecError(f"DataProcessing.{key}", f"is not a supported JSONPath: {exc}") from None
+
+
+def _data_processing(req: Mapping[str, Any], tin: Mapping[str, Any], tout: Mapping[str, Any]) -> None:
+    """Filters parse; the formats they read are CSV or JSON; a join keeps formats and framing."""
+    dp = _mapping(req["DataProcessing"], "DataProcessing")
+    _keys(dp, "DataProcessing", {"InputFilter", "OutputFilter", "JoinSource"})
+    in_filter, out_filter = _filter(dp, "InputFilter"), _filter(dp, "OutputFilter")
+    join = _str(dp, "JoinSource", "DataProcessing", choices=JOIN_SOURCES) == "Input"
+    content_type, accept = tin.get("ContentType"), tout.get("Accept")
+    split, assemble = tin.get("SplitType") or "None", tout.get("AssembleWith") or "None"
+    types = ", ".join(FILTER_TYPES)
+    if join:
+        if record_format(content_type) is None:
+            raise TransformSpecError("TransformInput.ContentType", f"must be one of {types} with JoinSource=Input, "
+                                                                   f"got {content_type!r}")
+        if media_type(accept) != media_type(content_type):
+            raise TransformSpecError("TransformOutput.Accept", f"must equal TransformInput.ContentType "
+                                                               f"({content_type!r}) with JoinSource=Input, "
+                                                               f"got {accept!r}")
+        if assemble != split:
+            raise TransformSpecError("TransformOutput.AssembleWith", f"must equal TransformInput.SplitType "
+                                                                     f"({split}) with JoinSource=Input, "
+                                                                     f"got {assemble}")
+    checks = [("InputFilter", in_filter, "TransformInput.ContentType", content_type),
+              ("OutputFilter", out_filter, "TransformOutput.Accept", content_type if join else accept)]
+    for key, path, field, media in checks:
+        if path.is_root and not (join and key == "OutputFilter"):
+            continue
+        fmt = record_format(media)
+        if fmt is None:
+            raise TransformSpecError(field, f"must be one of {types} for DataProcessing.{key}, got {media!r}")
+        if fmt == "csv" and not path.index_only:
+            raise TransformSpecError(f"DataProcessing.{key}", f"CSV rows are arrays: only index paths such as "
+                                                              f"$[1:] or $[0,-1] apply, got {path.text!r}")
+        json_doc = media_type(media) == "application/json"
+        if split != "Line" and not (json_doc and split == "None"):
+            raise TransformSpecError("TransformInput.SplitType",
+                                     f"must be Line for DataProcessing with {media!r} records "
+                                     f"(or None for whole application/json documents), got {split}")
+
+
 def validate_transform_request(req: Mapping[str, Any]) -> None:
     """Raise :class:`TransformSpecError` unless ``req`` is a valid ``CreateTransformJob`` request."""
     req = _mapping(req, "CreateTransformJob request")
     _keys(req, "", _TRANSFORM_KEYS,
           ("TransformJobName", "ModelName", "TransformInput", "TransformOutput", "TransformResources"))
-    _str(req, "TransformJobName", "", pattern=NAME_RE)
-    _str(req, "ModelName", "", pattern=NAME_RE)
+    _str(req, "TransformJobName", "", max_len=NAME_MAX, pattern=NAME_RE)
+    _str(req, "ModelName", "", max_len=NAME_MAX, pattern=NAME_RE)
 
     tin = _mapping(req["TransformInput"], "TransformInput")
     _keys(tin, "TransformInput", {"DataSource", "ContentType", "CompressionType", "SplitType"},
@@ -181,7 +245,11 @@ def validate_transform_request(req: Mapping[str, Any]) -> None:
     _str(res, "VolumeKmsKeyId", "TransformResources", max_len=2048)
     _str(res, "TransformAmiVersion", "TransformResources", max_len=63)
 
-    _str(req, "BatchStrategy", "", choices=BATCH_STRATEGIES)
+    if _str(req, "BatchStrategy", "", choices=BATCH_STRATEGIES) and (tin.get("SplitType") or "None") == "None":
+        raise TransformSpecError("BatchStrategy", "needs TransformInput.SplitType Line, RecordIO or TFRecord "
+                                                  f"(SplitType None sends each object whole), got "
+                                                  f"BatchStrategy={req['BatchStrategy']!r} with SplitType "
+                                                  f"{tin.get('SplitType') or 'unset'}")
     payload = _int(req, "MaxPayloadInMB", "", 0, 100)
     concurrent = _int(req, "MaxConcurrentTransforms", "", 0)
     if payload is not None and concurrent is not None and concurrent * payload > 100:
@@ -197,11 +265,7 @@ def validate_transform_request(req: Mapping[str, Any]) -> None:
         _int(mcc, "InvocationsMaxRetries", "ModelClientConfig", 0, 3)
 
     if req.get("DataProcessing") is not None:
-        dp = _mapping(req["DataProcessing"], "DataProcessing")
-        _keys(dp, "DataProcessing", {"InputFilter", "OutputFilter", "JoinSource"})
-        _str(dp, "InputFilter", "DataProcessing", max_len=63)
-        _str(dp, "OutputFilter", "DataProcessing", max_len=63)
-        _str(dp, "JoinSource", "DataProcessing", choices=JOIN_SOURCES)
+        _data_processing(req, tin, tout)
     for key in ("DataCaptureConfig", "ExperimentConfig"):
         if req.get(key) is not None:
             _mapping(req[key], key)
@@ -216,7 +280,7 @@ def validate_model_request(req: Mapping[str, Any]) -> None:
     """
     req = _mapping(req, "CreateModel request")
     _keys(req, "", _MODEL_KEYS, ("ModelName",))
-    _str(req, "ModelName", "", pattern=NAME_RE)
+    _str(req, "ModelName", "", max_len=NAME_MAX, pattern=NAME_RE)
     if req.get("Containers") is not None:
         raise TransformSpecError("Containers",
                                  "multi-container models are not supported; use PrimaryContainer")

@@ -270,8 +270,8 @@ def test_invalid_requests_raise_before_anything_runs(tmp_path: Path, rowsum: dic
         run_transform_job(job(inp, uri(tmp_path / "out"), InstanceCount="1"), rowsum)
     with pytest.raises(TransformSpecError, match="ModelName: names model 'other'"):
         run_transform_job(job(inp, uri(tmp_path / "out"), ModelName="other"), rowsum)
-    with pytest.raises(TransformSpecError, match=r"DataProcessing\.InputFilter"):
-        run_transform_job(job(inp, uri(tmp_path / "out"), DataProcessing={"InputFilter": "$[1:]"}), rowsum)
+    with pytest.raises(TransformSpecError, match=r"DataProcessing\.InputFilter: CSV rows are arrays"):
+        run_transform_job(job(inp, uri(tmp_path / "out"), DataProcessing={"InputFilter": "$.id"}), rowsum)
     assert not (tmp_path / "out").exists()
 
 

@@ -67,7 +67,7 @@ def test_a_minimal_request_passes() -> None:
 @pytest.mark.parametrize(("path", "value", "field", "rule"), [
     ("TransformJobName", "bad_name", "TransformJobName", "must match"),
     ("TransformJobName", "-lead", "TransformJobName", "must match"),
-    ("TransformJobName", "a" * 64, "TransformJobName", "must match"),
+    ("TransformJobName", "a" * 64, "TransformJobName", "must be at most 63 characters, got 64"),
     ("TransformJobName", _DELETE, "TransformJobName", "is required"),
     ("ModelName", "model.v1", "ModelName", "must match"),
     ("TransformInput", _DELETE, "TransformInput", "is required"),

@@ -12,9 +12,11 @@ container start + env       :meth:`ModelRuntime.start`
 container stop              :meth:`ModelRuntime.close`
 ==========================  ==========================================
 
-Today there is :class:`~airflow_bt.transform.runtime.python_handler.PythonHandlerRuntime`
-(framework-container style ``inference.py``). An HTTP runtime (a running container) and a
-serve-command runtime (start ``serve``, talk HTTP) fit the same protocol.
+Implementations: :class:`~airflow_bt.transform.runtime.python_handler.PythonHandlerRuntime`
+(framework-container style ``inference.py``, in process),
+:class:`~airflow_bt.transform.runtime.http.HttpContainerRuntime` (a running container) and
+:class:`~airflow_bt.transform.runtime.serve.ServeCommandRuntime` (a serve command the engine
+starts and stops).
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from airflow_bt.storage import Storage
+
+START_TIMEOUT_ENV = "AIRFLOW_BT_START_TIMEOUT"
+"""``PrimaryContainer.Environment`` entry: seconds a model may take to start (default 600)."""
+DEFAULT_START_TIMEOUT_S = 600.0
 
 StorageResolver = Callable[[str], Storage]
 """Gives the storage that serves a URI (``file://`` or ``s3://``)."""
@@ -60,6 +66,21 @@ class ModelRuntime(Protocol):
 
     def close(self) -> None:
         """Stop the model and remove what :meth:`start` created. Safe to call twice."""
+
+
+def start_timeout_s(model_request: Mapping[str, Any]) -> float:
+    """How long the model may take to come up: ``AIRFLOW_BT_START_TIMEOUT`` in its environment, or 600 s."""
+    env = (model_request.get("PrimaryContainer") or {}).get("Environment") or {}
+    raw = env.get(START_TIMEOUT_ENV)
+    if raw in (None, ""):
+        return DEFAULT_START_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ModelRuntimeError(f"{START_TIMEOUT_ENV} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ModelRuntimeError(f"{START_TIMEOUT_ENV} must be > 0, got {raw!r}")
+    return value
 
 
 def batch_environment(*, max_payload_in_mb: int, batch_strategy: str, max_concurrent_transforms: int,

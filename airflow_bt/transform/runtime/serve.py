@@ -1,0 +1,178 @@
+"""A model container the engine starts itself from a serve command.
+
+The model's ``PrimaryContainer.Environment`` holds ``AIRFLOW_BT_SERVE_COMMAND``, e.g.
+``serve`` or ``python -m my_model.server --port {port}``. For each instance the runtime:
+
+1. unpacks ``ModelDataUrl`` (if any) into a fresh model directory, safely;
+2. picks a free port on 127.0.0.1 and starts the command (split like a shell would, no
+   shell) with the container environment: this process's environment, the model's
+   ``Environment``, the job's ``Environment`` and ``SAGEMAKER_*`` batch variables, plus
+   ``SAGEMAKER_BIND_TO_PORT=<port>`` and ``SM_MODEL_DIR``/``AIRFLOW_BT_MODEL_DIR=<model dir>``
+   (the command may also use the placeholders ``{port}``, ``{model_dir}`` and ``{python}``);
+3. polls ``GET /ping`` until it answers 200, for at most ``AIRFLOW_BT_START_TIMEOUT``
+   seconds (in the model's ``Environment``; default 600); if the command exits or never gets
+   healthy the error quotes the tail of its output;
+4. talks to it like :class:`~airflow_bt.transform.runtime.http.HttpContainerRuntime`;
+5. stops it at the end: SIGTERM to its process group, SIGKILL after 10 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from airflow_bt.storage import for_uri
+from airflow_bt.transform.runtime.artifacts import fetch_model_dir
+from airflow_bt.transform.runtime.base import START_TIMEOUT_ENV, ModelRuntimeError, StorageResolver, start_timeout_s
+from airflow_bt.transform.runtime.http import HttpContainerRuntime
+
+SERVE_COMMAND_ENV = "AIRFLOW_BT_SERVE_COMMAND"
+STOP_GRACE_S = 10.0
+OUTPUT_TAIL = 2000
+
+
+def serve_command_of(model_request: Mapping[str, Any]) -> str | None:
+    """The model's ``AIRFLOW_BT_SERVE_COMMAND``, if it has one."""
+    env = (model_request.get("PrimaryContainer") or {}).get("Environment") or {}
+    command = env.get(SERVE_COMMAND_ENV)
+    return command if isinstance(command, str) and command.strip() else None
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServeCommandRuntime(HttpContainerRuntime):
+    """Starts ``AIRFLOW_BT_SERVE_COMMAND`` as the model container, then talks to it over HTTP."""
+
+    enforces_start_timeout = True
+    """:meth:`start` gives up by itself after ``AIRFLOW_BT_START_TIMEOUT``, quoting the command's output."""
+
+    def __init__(self, model_request: Mapping[str, Any], *, storage_for: StorageResolver | None = None,
+                 timeout_s: float = 600.0, temp_root: str | None = None) -> None:
+        command = serve_command_of(model_request)
+        if command is None:
+            raise ModelRuntimeError(f"model {model_request.get('ModelName')!r} has no {SERVE_COMMAND_ENV}")
+        container = model_request.get("PrimaryContainer") or {}
+        self.command = command
+        self.model_request = model_request
+        self.model_data_url = container.get("ModelDataUrl")
+        self.model_environment: dict[str, str] = dict(container.get("Environment") or {})
+        self._storage_for = storage_for or (lambda uri: for_uri(uri, aws_conn_id=None))
+        self._temp_root = temp_root
+        self.temp_dir: str | None = None
+        self.model_dir: str | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self._output_path: str | None = None
+        super().__init__(model_request, base_url="http://127.0.0.1:1", timeout_s=timeout_s)
+
+    def output_tail(self, limit: int = OUTPUT_TAIL) -> str:
+        """The last ``limit`` characters the command wrote to stdout/stderr."""
+        if not self._output_path or not os.path.exists(self._output_path):
+            return ""
+        with open(self._output_path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - limit))
+            return fh.read().decode("utf-8", "replace").strip()
+
+    def start(self, environment: Mapping[str, str]) -> None:
+        """Unpack the model, start the command, wait for ``/ping``; on failure stop it and clean up."""
+        try:
+            self._start(environment)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, environment: Mapping[str, str]) -> None:
+        self.temp_dir = tempfile.mkdtemp(prefix="airflow-bt-serve-", dir=self._temp_root)
+        self.model_dir = os.path.join(self.temp_dir, "model")
+        if self.model_data_url:
+            fetch_model_dir(self.model_data_url, self.model_dir, self._storage_for)
+        else:
+            os.makedirs(self.model_dir)
+        port = free_port()
+        self._set_url(f"http://127.0.0.1:{port}")
+        env = {**os.environ, **self.model_environment, **environment, "SAGEMAKER_BIND_TO_PORT": str(port),
+               "SM_MODEL_DIR": self.model_dir, "AIRFLOW_BT_MODEL_DIR": self.model_dir}
+        try:
+            argv = shlex.split(self.command)
+        except ValueError as exc:
+            raise ModelRuntimeError(f"{SERVE_COMMAND_ENV} {self.command!r} cannot be parsed: {exc}") from None
+        places = {"{port}": str(port), "{model_dir}": self.model_dir, "{python}": sys.executable}
+        for key, value in places.items():
+            argv = [part.replace(key, value) for part in argv]
+        if not argv:
+            raise ModelRuntimeError(f"{SERVE_COMMAND_ENV} is empty")
+        self._output_path = os.path.join(self.temp_dir, "serve.log")
+        with open(self._output_path, "wb") as output:
+            try:
+                self.process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=output,
+                                                stderr=subprocess.STDOUT, start_new_session=True)
+            except OSError as exc:
+                raise ModelRuntimeError(f"cannot start {SERVE_COMMAND_ENV} {self.command!r}: {exc}") from exc
+        self._wait_healthy(start_timeout_s(self.model_request))
+
+    def _wait_healthy(self, timeout_s: float) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout_s
+        delay = 0.02
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                raise ModelRuntimeError(f"the serve command {self.command!r} exited with code {code} before "
+                                        f"answering GET /ping; its last output:\n{self.output_tail()}")
+            if self.ping():
+                return
+            if time.monotonic() >= deadline:
+                raise ModelRuntimeError(f"the serve command {self.command!r} did not answer GET {self.base_url}"
+                                        f"/ping with 200 within {timeout_s:g} s ({START_TIMEOUT_ENV}); its last "
+                                        f"output:\n{self.output_tail()}")
+            time.sleep(delay)  # a health check has nothing to wait on but the clock
+            delay = min(delay * 2, 0.25)
+
+    def ping(self) -> bool:
+        """Whether the command is still running and ``GET /ping`` answers 200."""
+        if self.process is None or self.process.poll() is not None:
+            return False
+        try:
+            return self.request("GET", "/ping", timeout=2.0)[0] == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """SIGTERM the command's process group, SIGKILL it after the grace period."""
+        proc, self.process = self.process, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # stray children of the group
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """Stop the command, close connections, remove the model directory. Safe to call twice."""
+        super().close()
+        self.stop()
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            self.temp_dir = None
