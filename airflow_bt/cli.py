@@ -41,16 +41,80 @@ def _cmd_latest(args: argparse.Namespace) -> int:
 
 
 def _cmd_local_transform(args: argparse.Namespace) -> int:
+    from airflow_bt.transform import TransformSpecError
     from airflow_bt.transform.local_engine import run_transform_job
+    from airflow_bt.transform.progress import ProgressPrinter
 
-    with open(args.request) as fh:
-        request = json.load(fh)
-    with open(args.model) as fh:
-        model = json.load(fh)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    description = run_transform_job(request, model, aws_conn_id=None, log=logging.getLogger("airflow-bt"))
+    docs: list[Any] = []
+    for path in (args.request, args.model):
+        try:
+            with open(path) as fh:
+                docs.append(json.load(fh))
+        except (OSError, ValueError) as exc:
+            print(f"cannot read {path}: {exc}", file=sys.stderr)
+            return 2
+    request, model = docs
+    progress = ProgressPrinter(sys.stderr, every_s=args.progress_every)
+    log = logging.getLogger("airflow-bt.local-transform")
+    log.propagate = False
+    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    handler = progress.log_handler()
+    log.addHandler(handler)
+    try:
+        description = run_transform_job(request, model, aws_conn_id=args.aws_conn_id, log=log, progress=progress)
+    except TransformSpecError as exc:
+        print(f"invalid request: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        progress.close()
+        log.removeHandler(handler)
     print(json.dumps(description, indent=1, default=str))
     return 0 if description["TransformJobStatus"] == "Completed" else 1
+
+
+LOCAL_TRANSFORM_HELP = """\
+Run a SageMaker CreateTransformJob request (JSON file) against a CreateModel request
+(JSON file) on the local engine, outside Airflow, with Batch Transform's semantics.
+S3Uri, S3OutputPath and ModelDataUrl may be file:///abs/path URIs as well as s3://.
+
+The model's PrimaryContainer chooses how it is served:
+  Image "http://host:port"          a container already running there (your real image)
+  Environment AIRFLOW_BT_SERVE_COMMAND
+                                    a command the engine starts per instance with the
+                                    SAGEMAKER_* environment and SAGEMAKER_BIND_TO_PORT,
+                                    waits for on /ping, and stops at the end
+                                    (placeholders: {port}, {model_dir}, {python})
+  anything else (e.g. the SageMaker scikit-learn image URI)
+                                    the Python handler code/inference.py (or
+                                    SAGEMAKER_PROGRAM) in ModelDataUrl, in process
+
+Progress (objects and records done, records/s) goes to stderr: one updating line on a
+terminal, else a line every --progress-every seconds. The job's final description is
+printed on stdout as JSON. Exit code: 0 Completed, 1 Failed, 2 invalid request.
+
+examples:
+  model.json  {"ModelName": "churn", "PrimaryContainer": {"Image": "sklearn:1.2",
+               "ModelDataUrl": "file:///data/models/churn/model.tar.gz"}}
+  model.json  {"ModelName": "churn", "PrimaryContainer": {"Image": "http://127.0.0.1:8080"}}
+  model.json  {"ModelName": "churn", "PrimaryContainer": {"Image": "churn:dev",
+               "Environment": {"AIRFLOW_BT_SERVE_COMMAND": "serve --port {port}"}}}
+  job.json    {"TransformJobName": "churn-1", "ModelName": "churn",
+               "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
+                 "S3Uri": "file:///data/input/"}}, "ContentType": "text/csv", "SplitType": "Line"},
+               "TransformOutput": {"S3OutputPath": "file:///data/out/", "Accept": "text/csv",
+                 "AssembleWith": "Line"},
+               "TransformResources": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 2}}
+
+  airflow-bt local-transform --model model.json --request job.json
+"""
+
+
+def _cmd_local_sagemaker(args: argparse.Namespace) -> int:
+    from airflow_bt.service.server import serve
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return serve(args.host, args.port, region=args.region, allow_file_uris=args.allow_file_uris)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,13 +135,37 @@ def build_parser() -> argparse.ArgumentParser:
     local = sub.add_parser(
         "local-transform",
         help="run a CreateTransformJob request on the local engine",
-        description="Run a SageMaker CreateTransformJob request (JSON file) against a CreateModel request "
-        "(JSON file) on the local engine, outside Airflow. Prints the job's final description as JSON; "
-        "exits 1 if the job Failed. S3 is reached through boto3's standard configuration.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=LOCAL_TRANSFORM_HELP,
     )
     local.add_argument("--request", required=True, help="CreateTransformJob request, a JSON file")
     local.add_argument("--model", required=True, help="CreateModel request, a JSON file")
+    local.add_argument("--aws-conn-id", default=None,
+                       help="Airflow connection for s3:// URIs (default: boto3's standard configuration)")
+    local.add_argument("--progress-every", type=float, default=5.0, metavar="SECONDS",
+                       help="when stderr is not a terminal, print the progress line this often (default 5)")
+    local.add_argument("--quiet", action="store_true", help="log warnings and errors only")
     local.set_defaults(func=_cmd_local_transform)
+
+    service = sub.add_parser(
+        "local-sagemaker",
+        help="serve a SageMaker-compatible API (models, transform jobs) over the local engine",
+        description="A small SageMaker-compatible HTTP service (AWS JSON 1.1, X-Amz-Target: SageMaker.<Action>): "
+        "CreateModel, DescribeModel, DeleteModel, CreateTransformJob, DescribeTransformJob, ListTransformJobs, "
+        "StopTransformJob. Jobs run in background processes on the local engine and reach S3 through boto3's "
+        "standard configuration (AWS_ENDPOINT_URL_S3, credentials, region): MinIO, a moto server or AWS. "
+        "Point clients at it with AWS_ENDPOINT_URL_SAGEMAKER=http://HOST:PORT (boto3) or the AWS connection's "
+        'extra {"service_config": {"sagemaker": {"endpoint_url": "http://HOST:PORT"}}} (Airflow). '
+        "Prints 'airflow-bt local-sagemaker listening on http://HOST:PORT' once ready; state is in memory.",
+    )
+    service.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    service.add_argument("--port", type=int, default=8089, help="port to bind; 0 picks a free one (default 8089)")
+    service.add_argument("--region", default=None, help="region in ARNs (default: AWS_REGION, AWS_DEFAULT_REGION, "
+                         "else us-east-1)")
+    service.add_argument("--allow-file-uris", action="store_true",
+                         help="also accept file:// URIs (SageMaker itself takes s3:// only)")
+    service.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    service.set_defaults(func=_cmd_local_sagemaker)
     return parser
 
 

@@ -31,8 +31,13 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "sensors": [
-            {"integration-name": "airflow_bt batch scoring", "python-modules": ["airflow_bt.sensors.input"]}
+            {"integration-name": "airflow_bt batch scoring",
+             "python-modules": ["airflow_bt.sensors.input", "airflow_bt.sensors.transform_job"]}
         ],
+        "triggers": [
+            {"integration-name": "airflow_bt batch scoring", "python-modules": ["airflow_bt.triggers.transform_job"]}
+        ],
+        "extra-links": ["airflow_bt.links.sagemaker.TransformJobLink"],
         "hooks": [
             {"integration-name": "airflow_bt batch scoring", "python-modules": ["airflow_bt.hooks.storage"]}
         ],

@@ -73,6 +73,13 @@ SCHEMA: dict[str, Any] = {
         "max_concurrent_transforms": Field(int, default=None, minimum=0),
         "accept": Field(str, default="text/csv"),
         "environment": Field(dict, default={}),
+        # backend sagemaker: model creation, waiting, cost
+        "create_model": Field(bool, default=True),
+        "execution_role_arn": Field(str, default=None),
+        "deferrable": Field(bool, default=None),
+        "check_interval_seconds": Field((int, float), default=30, minimum=0.01),
+        "timeout_minutes": Field((int, float), default=None, minimum=0.01),
+        "price_per_instance_hour": Field((int, float), default=None, minimum=0),
     },
     "postprocess": {
         "prediction_columns": Field(list, default=["prediction"]),

@@ -49,3 +49,27 @@ def transform_job_name(model: str, ds: str, slug: str, try_number: int) -> str:
     if not _JOB_NAME.match(name):
         raise ValueError(f"cannot make a valid SageMaker job name from model={model!r}, ds={ds!r}")
     return name
+
+
+#: Room left after a run-level job name for a retry suffix such as ``-r12``.
+RETRY_SUFFIX_ROOM = 6
+
+
+def run_job_name(model: str, ds: str, slug: str) -> str:
+    """The job name of a run's transform, the same for every try: ``bt-churn-20260624-3fa9c1``.
+
+    The SageMaker backend derives it without the try number, so a retry after a worker crash finds
+    the job its earlier try launched; :func:`retry_job_name` names a fresh job after a failed one.
+    """
+    token = slug.rsplit("-", 1)[-1]
+    tail = f"-{ds.replace('-', '')}-{token}"
+    head = ("bt-" + _slug(model))[: 63 - RETRY_SUFFIX_ROOM - len(tail)].rstrip("-")
+    name = head + tail
+    if not _JOB_NAME.match(name):
+        raise ValueError(f"cannot make a valid SageMaker job name from model={model!r}, ds={ds!r}")
+    return name
+
+
+def retry_job_name(base: str, try_number: int) -> str:
+    """The name a try creates after the run's earlier job ended Failed or Stopped: ``<base>-r<try>``."""
+    return f"{base}-r{int(try_number)}"

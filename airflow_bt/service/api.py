@@ -1,0 +1,326 @@
+"""The SageMaker actions the local service implements, over in-memory state.
+
+Models: ``CreateModel``, ``DescribeModel``, ``DeleteModel``. Transform jobs: ``CreateTransformJob``,
+``DescribeTransformJob``, ``ListTransformJobs``, ``StopTransformJob``. Requests are checked with
+:mod:`airflow_bt.transform.spec` (a :class:`TransformSpecError` becomes ``ValidationException``);
+errors use the service's shapes: ``ValidationException`` (bad request; "Could not find" for
+Describe/Delete, as SageMaker answers), ``ResourceInUse`` (a job name taken), ``ResourceNotFound``
+(stopping a job that does not exist). Jobs go ``InProgress`` -> ``Completed`` | ``Failed``, or
+``Stopping`` -> ``Stopped``, with ``CreationTime``, ``TransformStartTime``, ``TransformEndTime``.
+State lives in memory: a restarted service knows no models or jobs.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow_bt.service.errors import ServiceError, resource_in_use, resource_not_found, validation
+from airflow_bt.service.runner import JobRunner
+from airflow_bt.transform.spec import TransformSpecError, validate_model_request, validate_transform_request
+
+_log = logging.getLogger(__name__)
+TERMINAL = ("Completed", "Failed", "Stopped")
+STATUSES = ("InProgress", "Completed", "Failed", "Stopping", "Stopped")
+_TRANSFORM_COPY = ("ModelName", "MaxConcurrentTransforms", "ModelClientConfig", "MaxPayloadInMB", "BatchStrategy",
+                   "Environment", "TransformInput", "TransformOutput", "DataCaptureConfig", "TransformResources",
+                   "DataProcessing", "ExperimentConfig")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _time(value: Any, name: str) -> datetime:
+    try:
+        return datetime.fromtimestamp(float(value), timezone.utc)
+    except (TypeError, ValueError):
+        raise validation(f"{name} must be a timestamp, got {value!r}") from None
+
+
+@dataclass
+class TransformJob:
+    """One job's request, model snapshot, status and times."""
+
+    request: dict[str, Any]
+    model: dict[str, Any]
+    arn: str
+    creation_time: datetime = field(default_factory=_now)
+    status: str = "InProgress"
+    failure_reason: str | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    last_modified: datetime = field(default_factory=_now)
+    knobs: dict[str, Any] = field(default_factory=dict)
+    runner: JobRunner | None = None
+    stop_requested: bool = False
+
+    @property
+    def name(self) -> str:
+        return str(self.request["TransformJobName"])
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"TransformJobName": self.name, "TransformJobArn": self.arn,
+                               "TransformJobStatus": self.status}
+        if self.failure_reason:
+            out["FailureReason"] = self.failure_reason
+        for key in _TRANSFORM_COPY:
+            if key in self.request:
+                out[key] = copy.deepcopy(self.request[key])
+        for key, value in self.knobs.items():  # what the container chose for knobs the request left unset
+            out.setdefault(key, value)
+        out["CreationTime"] = self.creation_time
+        if self.start_time is not None:
+            out["TransformStartTime"] = self.start_time
+        if self.end_time is not None:
+            out["TransformEndTime"] = self.end_time
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"TransformJobName": self.name, "TransformJobArn": self.arn,
+                               "CreationTime": self.creation_time, "LastModifiedTime": self.last_modified,
+                               "TransformJobStatus": self.status}
+        if self.end_time is not None:
+            out["TransformEndTime"] = self.end_time
+        if self.failure_reason:
+            out["FailureReason"] = self.failure_reason
+        return out
+
+
+RunnerFactory = Callable[..., JobRunner]
+
+
+class SageMakerApi:
+    """The service's state and actions; thread-safe (the HTTP server calls it from many threads).
+
+    :param region: the region in ARNs.
+    :param account: the account id in ARNs.
+    :param allow_file_uris: also accept ``file://`` URIs (a local extension; SageMaker takes ``s3://`` only).
+    :param stop_grace: seconds a stopping job gets before its processes are killed.
+    """
+
+    ACTIONS = {
+        "CreateModel": "create_model",
+        "DescribeModel": "describe_model",
+        "DeleteModel": "delete_model",
+        "CreateTransformJob": "create_transform_job",
+        "DescribeTransformJob": "describe_transform_job",
+        "ListTransformJobs": "list_transform_jobs",
+        "StopTransformJob": "stop_transform_job",
+    }
+
+    def __init__(self, *, region: str = "us-east-1", account: str = "000000000000", allow_file_uris: bool = False,
+                 stop_grace: float = 5.0, runner_factory: RunnerFactory = JobRunner) -> None:
+        self.region = region
+        self.account = account
+        self.allow_file_uris = allow_file_uris
+        self.stop_grace = stop_grace
+        self.runner_factory = runner_factory
+        self.models: dict[str, dict[str, Any]] = {}
+        self.jobs: dict[str, TransformJob] = {}
+        self._lock = threading.RLock()
+        self._closed = False
+
+    def arn(self, kind: str, name: str) -> str:
+        return f"arn:aws:sagemaker:{self.region}:{self.account}:{kind}/{name.lower()}"
+
+    def handle(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        method = self.ACTIONS.get(action)
+        if method is None:
+            raise ServiceError("UnknownOperationException",
+                               f"airflow-bt local-sagemaker does not implement {action!r}; it implements "
+                               f"{', '.join(sorted(self.ACTIONS))}")
+        if not isinstance(body, dict):
+            raise ServiceError("SerializationException", "the request body must be a JSON object")
+        result: dict[str, Any] = getattr(self, method)(body)
+        return result
+
+    def _check_uris(self, uris: list[str], field_names: list[str]) -> None:
+        if self.allow_file_uris:
+            return
+        for uri, name in zip(uris, field_names, strict=True):
+            if uri and not uri.startswith("s3://"):
+                raise validation(f"{name}: must be an s3:// URI, got {uri!r} (start the service with "
+                                 "--allow-file-uris to accept file:// URIs)")
+
+    # -- models -------------------------------------------------------------------------------------------
+
+    def create_model(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            validate_model_request(body)
+        except TransformSpecError as exc:
+            raise validation(str(exc)) from None
+        self._check_uris([body["PrimaryContainer"].get("ModelDataUrl", "")], ["PrimaryContainer.ModelDataUrl"])
+        name = body["ModelName"]
+        arn = self.arn("model", name)
+        with self._lock:
+            if name in self.models:
+                raise validation(f'Cannot create already existing model "{arn}".')
+            self.models[name] = {**copy.deepcopy(body), "ModelArn": arn, "CreationTime": _now()}
+        _log.info("created model %s", name)
+        return {"ModelArn": arn}
+
+    def _model(self, name: Any) -> dict[str, Any]:
+        with self._lock:
+            model = self.models.get(str(name))
+        if model is None:
+            raise validation(f'Could not find model "{self.arn("model", str(name))}".')
+        return model
+
+    def describe_model(self, body: dict[str, Any]) -> dict[str, Any]:
+        model = copy.deepcopy(self._model(body.get("ModelName")))
+        model.pop("Tags", None)
+        return model
+
+    def delete_model(self, body: dict[str, Any]) -> dict[str, Any]:
+        name = str(body.get("ModelName"))
+        self._model(name)
+        with self._lock:
+            self.models.pop(name, None)
+        _log.info("deleted model %s", name)
+        return {}
+
+    # -- transform jobs ---------------------------------------------------------------------------------
+
+    def create_transform_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            validate_transform_request(body)
+        except TransformSpecError as exc:
+            raise validation(str(exc)) from None
+        self._check_uris([body["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"],
+                          body["TransformOutput"]["S3OutputPath"]],
+                         ["TransformInput.DataSource.S3DataSource.S3Uri", "TransformOutput.S3OutputPath"])
+        name = body["TransformJobName"]
+        arn = self.arn("transform-job", name)
+        with self._lock:
+            if self._closed:
+                raise ServiceError("ServiceUnavailable", "the service is shutting down", status=503)
+            if name in self.jobs:
+                raise resource_in_use(f"Job name must be unique within an AWS account and region, and a job "
+                                      f"with this name already exists ({arn})")
+            model = self._model(body["ModelName"])
+            model_request = {k: copy.deepcopy(v) for k, v in model.items() if k not in ("ModelArn", "CreationTime")}
+            job = TransformJob(request=copy.deepcopy(body), model=model_request, arn=arn)
+            job.runner = self.runner_factory(
+                name, job.request, model_request,
+                on_started=lambda: self._started(job), on_finished=lambda outcome: self._finished(job, outcome),
+                stop_grace=self.stop_grace,
+            )
+            self.jobs[name] = job
+            job.runner.start()
+        _log.info("created transform job %s (model %s, %d instance(s))", name, body["ModelName"],
+                  body["TransformResources"]["InstanceCount"])
+        return {"TransformJobArn": arn}
+
+    def _started(self, job: TransformJob) -> None:
+        with self._lock:
+            job.start_time = job.last_modified = _now()
+
+    def _finished(self, job: TransformJob, outcome: dict[str, Any] | None) -> None:
+        with self._lock:
+            job.end_time = job.last_modified = _now()
+            if job.start_time is None:
+                job.start_time = job.end_time
+            if outcome is not None:
+                job.knobs = dict(outcome.get("knobs") or {})
+            if outcome is not None and outcome.get("status") == "Completed":
+                job.status = "Completed"
+            elif job.stop_requested:
+                job.status = "Stopped"
+            else:
+                job.status = "Failed"
+                job.failure_reason = str((outcome or {}).get("failure_reason")
+                                         or "AlgorithmError: the job's worker process exited unexpectedly")[:1024]
+        stats = (outcome or {}).get("stats") or {}
+        _log.info("transform job %s %s%s", job.name, job.status,
+                  f": {stats.get('records', 0)} records in {stats.get('seconds', 0):.1f} s" if stats else "")
+
+    def _job(self, name: Any) -> TransformJob:
+        with self._lock:
+            job = self.jobs.get(str(name))
+        if job is None:
+            raise validation(f"Could not find requested job with name {name}")
+        return job
+
+    def describe_transform_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        job = self._job(body.get("TransformJobName"))
+        with self._lock:
+            return job.describe()
+
+    def stop_transform_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        name = body.get("TransformJobName")
+        with self._lock:
+            job = self.jobs.get(str(name))
+            if job is None:
+                raise resource_not_found(f"Could not find requested job with name {name}")
+            if job.status in TERMINAL:
+                raise validation(f"Transform job {name} is {job.status} and cannot be stopped")
+            if job.status == "Stopping":
+                return {}
+            job.status, job.stop_requested, job.last_modified = "Stopping", True, _now()
+            runner = job.runner
+        _log.info("stopping transform job %s", name)
+        if runner is not None:
+            runner.stop()
+        return {}
+
+    def list_transform_jobs(self, body: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            jobs = list(self.jobs.values())
+        contains = body.get("NameContains")
+        status = body.get("StatusEquals")
+        if status is not None and status not in STATUSES:
+            raise validation(f"StatusEquals must be one of {', '.join(STATUSES)}, got {status!r}")
+        bounds = {key: _time(body[key], key) for key in ("CreationTimeAfter", "CreationTimeBefore",
+                                                          "LastModifiedTimeAfter", "LastModifiedTimeBefore")
+                  if body.get(key) is not None}
+        selected = [
+            job for job in jobs
+            if (not contains or str(contains).lower() in job.name.lower())
+            and (status is None or job.status == status)
+            and ("CreationTimeAfter" not in bounds or job.creation_time > bounds["CreationTimeAfter"])
+            and ("CreationTimeBefore" not in bounds or job.creation_time < bounds["CreationTimeBefore"])
+            and ("LastModifiedTimeAfter" not in bounds or job.last_modified > bounds["LastModifiedTimeAfter"])
+            and ("LastModifiedTimeBefore" not in bounds or job.last_modified < bounds["LastModifiedTimeBefore"])
+        ]
+        sort_by = body.get("SortBy", "CreationTime")
+        keys: dict[str, Callable[[TransformJob], Any]] = {
+            "Name": lambda j: j.name, "CreationTime": lambda j: j.creation_time, "Status": lambda j: j.status}
+        if sort_by not in keys:
+            raise validation(f"SortBy must be one of Name, CreationTime, Status, got {sort_by!r}")
+        order = body.get("SortOrder", "Descending")
+        if order not in ("Ascending", "Descending"):
+            raise validation(f"SortOrder must be Ascending or Descending, got {order!r}")
+        selected.sort(key=keys[sort_by], reverse=order == "Descending")
+        try:
+            start = int(body.get("NextToken") or 0)
+            size = int(body.get("MaxResults") or 10)
+        except ValueError:
+            raise validation("NextToken is not a token this service issued") from None
+        if not 1 <= size <= 100:
+            raise validation(f"MaxResults must be from 1 to 100, got {size}")
+        with self._lock:
+            page = [job.summary() for job in selected[start:start + size]]
+        out: dict[str, Any] = {"TransformJobSummaries": page}
+        if start + size < len(selected):
+            out["NextToken"] = str(start + size)
+        return out
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop every running job and wait (up to ``timeout``) until their processes are gone."""
+        with self._lock:
+            self._closed = True
+            running = [job for job in self.jobs.values() if job.status not in TERMINAL]
+        for job in running:
+            if job.status == "InProgress":
+                self.stop_transform_job({"TransformJobName": job.name})
+        for job in running:
+            if job.runner is not None and not job.runner.wait(timeout):
+                _log.warning("transform job %s: its worker did not exit in time", job.name)

@@ -1,0 +1,398 @@
+"""The sagemaker backend, the transform operator's sagemaker path, the trigger and the sensor, on a fake hook."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from sagemaker_stack import botocore_report
+
+from airflow_bt.compat import AirflowException, AirflowFailException
+from airflow_bt.links.sagemaker import TransformJobLink
+from airflow_bt.operators.transform import BatchTransformOperator
+from airflow_bt.sensors.transform_job import TransformJobSensor
+from airflow_bt.steps.naming import retry_job_name, run_job_name
+from airflow_bt.transform.backends import sagemaker as sm
+from airflow_bt.triggers.transform_job import TransformJobTrigger
+
+log = logging.getLogger("test")
+T0 = datetime(2026, 6, 25, 2, 0, tzinfo=timezone.utc)
+BASE = "bt-churn-20260624-3fa9c1"
+
+
+def not_found(operation: str, message: str) -> ClientError:
+    return ClientError({"Error": {"Code": "ValidationException", "Message": message}}, operation)
+
+
+def job(name: str, status: str, *, seconds: float = 90.0, instances: int = 2, **extra: Any) -> dict[str, Any]:
+    out = {"TransformJobName": name, "TransformJobArn": f"arn:aws:sagemaker:us-east-1:1:transform-job/{name}",
+           "TransformJobStatus": status, "ModelName": "churn-model",
+           "TransformResources": {"InstanceType": "ml.m5.xlarge", "InstanceCount": instances},
+           "TransformOutput": {"S3OutputPath": f"s3://b/work/run/transform/{name}/"},
+           "CreationTime": T0, "TransformStartTime": T0}
+    if status not in sm.NON_TERMINAL:
+        out["TransformEndTime"] = T0 + timedelta(seconds=seconds)
+    out.update(extra)
+    return out
+
+
+class FakeHook:
+    """Just enough of SageMakerHook: jobs whose status follows a script, one status per describe."""
+
+    conn_region_name = "us-east-1"
+    conn_partition = "aws"
+
+    def __init__(self, **scripts: list[dict[str, Any]]) -> None:
+        self.scripts = {name.replace("_", "-"): list(steps) for name, steps in scripts.items()}
+        self.models: dict[str, dict[str, Any]] = {}
+        self.created: list[dict[str, Any]] = []
+        self.stopped: list[str] = []
+
+    def describe_transform_job(self, name: str) -> dict[str, Any]:
+        steps = self.scripts.get(name)
+        if not steps:
+            raise not_found("DescribeTransformJob", f"Could not find requested job with name {name}")
+        return steps.pop(0) if len(steps) > 1 else steps[0]
+
+    def create_transform_job(self, config: dict[str, Any], wait_for_completion: bool = True) -> dict[str, Any]:
+        assert not wait_for_completion
+        assert botocore_report("CreateTransformJob", config) == ""
+        self.created.append(config)
+        name = config["TransformJobName"]
+        self.scripts[name] = [job(name, "InProgress"), job(name, "Completed", seconds=30)]
+        return {"TransformJobArn": name}
+
+    def describe_model(self, name: str) -> dict[str, Any]:
+        if name not in self.models:
+            raise not_found("DescribeModel", f'Could not find model "{name}".')
+        return self.models[name]
+
+    def create_model(self, config: dict[str, Any]) -> dict[str, Any]:
+        assert botocore_report("CreateModel", config) == ""
+        self.models[config["ModelName"]] = config
+        return {"ModelArn": config["ModelName"]}
+
+    def get_conn(self) -> FakeHook:
+        return self
+
+    def stop_transform_job(self, TransformJobName: str) -> None:
+        self.stopped.append(TransformJobName)
+        self.scripts[TransformJobName] = [job(TransformJobName, "Stopped")]
+
+
+# -- choosing the job of a try ---------------------------------------------------------------------------
+
+
+def test_run_job_names_leave_room_for_retry_suffixes():
+    base = run_job_name("a_very_long_model_name_" * 5, "2026-06-24", "manual-20260624T000000-3fa9c1")
+    assert base.endswith("-20260624-3fa9c1") and len(retry_job_name(base, 99)) <= 63
+    assert run_job_name("churn", "2026-06-24", "scheduled-20260625T020000-3fa9c1") == BASE
+
+
+def test_the_first_try_creates_the_run_job():
+    assert sm.choose_job(FakeHook(), BASE, 1, log) == sm.JobChoice(BASE)
+
+
+@pytest.mark.parametrize("status", ["InProgress", "Stopping", "Completed"])
+def test_a_retry_attaches_to_the_earlier_tries_job(status):
+    hook = FakeHook(**{BASE: [job(BASE, status)]})
+    choice = sm.choose_job(hook, BASE, 2, log)
+    assert choice.name == BASE and choice.existing is not None and choice.existing["TransformJobStatus"] == status
+
+
+@pytest.mark.parametrize("status", ["Failed", "Stopped"])
+def test_a_retry_starts_over_after_failed_or_stopped(status):
+    assert sm.choose_job(FakeHook(**{BASE: [job(BASE, status)]}), BASE, 2, log) == sm.JobChoice(f"{BASE}-r2")
+
+
+def test_the_newest_job_of_the_run_decides_and_names_never_collide():
+    hook = FakeHook(**{BASE: [job(BASE, "Failed")], f"{BASE}-r2": [job(f"{BASE}-r2", "InProgress")]})
+    assert sm.choose_job(hook, BASE, 3, log).name == f"{BASE}-r2"  # try 3 attaches to try 2's job
+    hook = FakeHook(**{BASE: [job(BASE, "Failed")], f"{BASE}-r2": [job(f"{BASE}-r2", "Stopped")]})
+    assert sm.choose_job(hook, BASE, 3, log) == sm.JobChoice(f"{BASE}-r3")
+    hook = FakeHook(**{BASE: [job(BASE, "Failed")], f"{BASE}-r2": [job(f"{BASE}-r2", "Failed")]})
+    assert sm.choose_job(hook, BASE, 2, log) == sm.JobChoice(f"{BASE}-r2-2")  # the same try again
+
+
+def test_a_job_of_another_model_is_not_reused():
+    hook = FakeHook(**{BASE: [job(BASE, "Completed")]})  # of model churn-model
+    assert sm.choose_job(hook, BASE, 3, log, model_name="churn-model").existing is not None
+    assert sm.choose_job(hook, BASE, 3, log, model_name="churn-model-2") == sm.JobChoice(f"{BASE}-r3")
+
+
+def test_other_api_errors_are_not_mistaken_for_a_missing_job():
+    class Broken(FakeHook):
+        def describe_transform_job(self, name: str) -> dict[str, Any]:
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "DescribeTransformJob")
+
+    with pytest.raises(ClientError):
+        sm.choose_job(Broken(), BASE, 1, log)
+
+
+# -- models, waiting, stopping, billing ------------------------------------------------------------------
+
+
+def test_models_are_named_by_their_config_and_created_once():
+    request = {"ModelName": "churn-model", "PrimaryContainer": {"Image": "img", "ModelDataUrl": "s3://b/m.tar.gz"}}
+    name = sm.versioned_model_name("churn-model", request)
+    assert name.startswith("churn-model-") and len(name) == len("churn-model-") + 8
+    assert sm.versioned_model_name("churn-model", {**request, "ModelName": "x"}) == name
+    changed = {**request, "PrimaryContainer": {"Image": "img", "ModelDataUrl": "s3://b/m2.tar.gz"}}
+    assert sm.versioned_model_name("churn-model", changed) != name
+    hook = FakeHook()
+    assert sm.ensure_model(hook, {**request, "ModelName": name}, log) == name
+    assert sm.ensure_model(hook, {**request, "ModelName": name}, log) == name
+    assert list(hook.models) == [name]
+
+
+def test_wait_returns_the_terminal_description_and_stopped_is_terminal():
+    hook = FakeHook(j=[job("j", "InProgress"), job("j", "Stopping"), job("j", "Stopped")])
+    sleeps: list[float] = []
+    described = sm.wait_for_job(hook, "j", check_interval=5, deadline=None, log=log, sleep=sleeps.append)
+    assert described["TransformJobStatus"] == "Stopped" and sleeps == [5, 5]
+
+
+def test_wait_gives_up_at_the_deadline():
+    hook = FakeHook(j=[job("j", "InProgress")])
+    with pytest.raises(sm.JobWaitTimeout, match="still InProgress"):
+        sm.wait_for_job(hook, "j", check_interval=5, deadline=time.time() + 0.05, log=log, sleep=time.sleep)
+
+
+def test_billing_counts_instance_seconds_and_cost():
+    bill = sm.billing(job("j", "Completed", seconds=90, instances=2), 0.23)
+    assert bill["billable_instance_seconds"] == 180.0 and bill["cost"] == pytest.approx(180 / 3600 * 0.23)
+    assert "cost" not in sm.billing(job("j", "Completed"), None)
+
+
+# -- the operator's sagemaker path -----------------------------------------------------------------------
+
+
+class FakeTI:
+    def __init__(self, try_number: int) -> None:
+        self.try_number = try_number
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+
+@pytest.fixture
+def shards(tmp_path: Path) -> dict[str, Any]:
+    summary = {
+        "format": "csv", "content_type": "text/csv", "records": 3000, "manifest_uri": "s3://b/work/run/shard-1.manifest",
+        "inputs": [{"uri": "s3://b/input/customers-0001.csv", "records": 3000}],
+        "shards": [{"key": "part-00000.csv", "records": 1500}, {"key": "part-00001.csv", "records": 1500}],
+    }
+    (tmp_path / "shard-1.json").write_text(json.dumps(summary))
+    return {"summary_uri": (tmp_path / "shard-1.json").as_uri(), "work_uri": "s3://b/work/churn/dt=2026-06-24/",
+            "run_slug": "scheduled-20260625T020000-3fa9c1", "manifest_uri": summary["manifest_uri"]}
+
+
+def operator(shards: dict[str, Any], hook: FakeHook, **kwargs: Any) -> BatchTransformOperator:
+    args: dict[str, Any] = dict(task_id="transform", shards=shards, model_name="churn-model", backend="sagemaker",
+                                model_data_url="s3://b/models/churn/model.tar.gz", job_name_prefix="churn",
+                                instance_count="2", max_payload_mb="6", max_concurrent_transforms="3",
+                                check_interval="0.01", price_per_instance_hour="0.23", deferrable=False)
+    args.update(kwargs)
+    op = BatchTransformOperator(**args)
+    op.__dict__["sagemaker_hook"] = hook  # the cached property, pre-filled
+    return op
+
+
+def context(try_number: int = 1) -> Any:
+    return {"ti": FakeTI(try_number), "ds": "2026-06-24"}
+
+
+def test_a_retry_after_a_crash_waits_for_the_running_job_and_creates_nothing(shards):
+    hook = FakeHook(**{BASE: [job(BASE, "InProgress"), job(BASE, "Completed", seconds=90)]})
+    ctx = context(try_number=2)
+    result = operator(shards, hook).execute(ctx)
+    assert hook.created == [] and hook.models == {}
+    assert result["job_name"] == BASE and result["status"] == "Completed"
+    assert result["output_uri"] == f"s3://b/work/run/transform/{BASE}/"
+    assert result["billable_instance_seconds"] == 180.0 and result["cost"] == pytest.approx(0.0115)
+    assert ctx["ti"].xcom[TransformJobLink.key]["job_name"] == BASE
+
+
+def test_a_new_job_gets_its_model_and_a_botocore_valid_request_from_rendered_strings(shards):
+    hook = FakeHook(**{BASE: [job(BASE, "Failed", FailureReason="boom")]})
+    result = operator(shards, hook, create_model="True").execute(context(try_number=2))
+    (request,) = hook.created
+    assert request["TransformJobName"] == f"{BASE}-r2" == result["job_name"]
+    assert request["TransformResources"]["InstanceCount"] == 2 and request["MaxConcurrentTransforms"] == 3
+    assert request["TransformOutput"]["S3OutputPath"] == (
+        f"s3://b/work/churn/dt=2026-06-24/scheduled-20260625T020000-3fa9c1/transform/{BASE}-r2/")
+    assert request["ModelName"] in hook.models and request["ModelName"].startswith("churn-model-")
+    assert result["cost"] == pytest.approx(60 / 3600 * 0.23, abs=1e-6)
+
+
+def test_stopped_and_failed_jobs_fail_the_task_with_their_reason(shards):
+    hook = FakeHook(**{BASE: [job(BASE, "InProgress"), job(BASE, "Stopped")]})
+    with pytest.raises(AirflowException, match=f"{BASE} ended Stopped"):
+        operator(shards, hook).execute(context(2))
+    reason = "s3://b/work/run/shard-1/part-00001.csv: row 5: column 'tenure_months' must be numeric"
+    hook = FakeHook(**{BASE: [job(BASE, "InProgress"), job(BASE, "Failed", FailureReason=reason)]})
+    with pytest.raises(AirflowException, match=r"ended Failed: .*tenure_months.*part-00001\.csv holds"):
+        operator(shards, hook).execute(context(2))
+
+
+def test_the_timeout_stops_the_job(shards):
+    hook = FakeHook(**{BASE: [job(BASE, "InProgress")]})
+    with pytest.raises(AirflowException, match="the job was stopped"):
+        operator(shards, hook, max_ingestion_time="1", check_interval="0.2").execute(context(2))
+    assert hook.stopped == [BASE]
+
+
+def test_the_tasks_own_timeout_stops_the_job_but_an_api_error_does_not(shards):
+    class TaskTimeout(BaseException):  # like AirflowTaskTimeout, raised inside execute by Airflow
+        pass
+
+    class Flaky(FakeHook):
+        def __init__(self, error: BaseException) -> None:
+            super().__init__(**{BASE: [job(BASE, "InProgress")]})
+            self.error, self.calls = error, 0
+
+        def describe_transform_job(self, name: str) -> dict[str, Any]:
+            self.calls += 1
+            if self.calls > 2:  # choose_job looked for -r2 and found the base job; then the wait begins
+                raise self.error
+            return super().describe_transform_job(name)
+
+    hook = Flaky(TaskTimeout())
+    with pytest.raises(TaskTimeout):
+        operator(shards, hook).execute(context(2))
+    assert hook.stopped == [BASE]
+    hook = Flaky(ClientError({"Error": {"Code": "InternalFailure", "Message": "x"}}, "DescribeTransformJob"))
+    with pytest.raises(ClientError):
+        operator(shards, hook).execute(context(2))
+    assert hook.stopped == []  # the retry attaches to it instead
+
+
+def test_on_kill_stops_the_running_job_once(shards):
+    hook = FakeHook(**{BASE: [job(BASE, "InProgress")]})
+    op = operator(shards, hook)
+
+    def kill_while_waiting(seconds: float) -> None:
+        op.on_kill()
+        time.sleep(seconds)
+
+    op.__dict__["sagemaker_hook"] = hook
+    sm_wait = sm.wait_for_job
+
+    def wait(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        return sm_wait(*args, **{**kwargs, "sleep": kill_while_waiting})
+
+    sm.wait_for_job = wait  # type: ignore[assignment]
+    try:
+        with pytest.raises(AirflowException, match="ended Stopped"):
+            op.execute(context(2))
+    finally:
+        sm.wait_for_job = sm_wait  # type: ignore[assignment]
+    assert hook.stopped == [BASE]
+    op.on_kill()
+    assert hook.stopped == [BASE]
+
+
+def test_deferral_hands_the_timeout_to_the_trigger(shards):
+    hook = FakeHook()
+    op = operator(shards, hook, deferrable=True, max_ingestion_time="600", check_interval="15")
+    with pytest.raises(BaseException) as info:  # TaskDeferred
+        op.execute(context(1))
+    assert type(info.value).__name__ == "TaskDeferred"
+    trigger = info.value.trigger  # type: ignore[attr-defined]
+    assert isinstance(trigger, TransformJobTrigger) and trigger.job_name == BASE and trigger.poll_interval == 15
+    assert trigger.deadline == pytest.approx(time.time() + 600, abs=5)
+    assert info.value.timeout > timedelta(seconds=600)  # type: ignore[attr-defined]  # a backstop only
+
+
+@pytest.mark.parametrize(("event", "match"), [
+    ({"status": "stopped", "job_name": BASE, "message": "Stopped"}, "ended Stopped"),
+    ({"status": "failed", "job_name": BASE, "message": "boom"}, "ended Failed: boom"),
+    ({"status": "error", "job_name": BASE, "message": "throttled"}, "throttled"),
+    (None, "unexpected event"),
+])
+def test_the_completion_handler_checks_the_event(shards, event, match):
+    hook = FakeHook(**{BASE: [job(BASE, "Failed", FailureReason="boom") if "failed" in str(event)
+                              else job(BASE, "Stopped")]})
+    with pytest.raises(AirflowException, match=match):
+        operator(shards, hook).execute_complete(context(1), event)
+
+
+def test_the_completion_handler_stops_the_job_on_timeout_and_returns_the_result_on_success(shards):
+    hook = FakeHook(**{BASE: [job(BASE, "InProgress")]})
+    with pytest.raises(AirflowException, match="stopped"):
+        operator(shards, hook).execute_complete(context(1), {"status": "timeout", "job_name": BASE, "message": "late"})
+    assert hook.stopped == [BASE]
+    hook = FakeHook(**{BASE: [job(BASE, "Completed", seconds=10)]})
+    result = operator(shards, hook).execute_complete(context(1), {"status": "success", "job_name": BASE})
+    assert result["status"] == "Completed" and result["billable_instance_seconds"] == 20.0
+
+
+def test_bad_numbers_fail_before_anything_runs(shards):
+    with pytest.raises(AirflowFailException, match="price_per_instance_hour must be a number"):
+        operator(shards, FakeHook(), price_per_instance_hour="cheap").execute(context(1))
+
+
+# -- trigger, sensor, link -----------------------------------------------------------------------------
+
+
+def first_event(trigger: TransformJobTrigger, hook: FakeHook) -> dict[str, Any]:
+    trigger._hook = lambda: hook  # type: ignore[method-assign]
+
+    async def run() -> Any:
+        events: Iterator[Any] = trigger.run()  # type: ignore[assignment]
+        return await events.__anext__()  # type: ignore[attr-defined]
+
+    return dict(asyncio.run(run()).payload)
+
+
+def test_the_trigger_fires_on_the_terminal_status_and_stopped_is_not_success():
+    kwargs = TransformJobTrigger("j", poll_interval=0.01, deadline=None).serialize()[1]
+    trigger = TransformJobTrigger(**kwargs)
+    assert first_event(trigger, FakeHook(j=[job("j", "InProgress"), job("j", "Completed")]))["status"] == "success"
+    event = first_event(TransformJobTrigger("j", poll_interval=0.01), FakeHook(j=[job("j", "Stopped")]))
+    assert event["status"] == "stopped"
+    event = first_event(TransformJobTrigger("j", poll_interval=0.01),
+                        FakeHook(j=[job("j", "Failed", FailureReason="boom")]))
+    assert event == {"status": "failed", "job_name": "j", "job_status": "Failed", "message": "boom"}
+
+
+def test_the_triggers_budget_is_the_deadline():
+    started = time.monotonic()
+    event = first_event(TransformJobTrigger("j", poll_interval=30, deadline=time.time() + 0.2),
+                        FakeHook(j=[job("j", "InProgress")]))
+    assert event["status"] == "timeout" and time.monotonic() - started < 5
+    assert first_event(TransformJobTrigger("nope", poll_interval=0.01), FakeHook())["status"] == "error"
+
+
+def test_the_sensor_fails_on_stopped():
+    sensor = TransformJobSensor(task_id="sense", job_name="j")
+    sensor.__dict__["hook"] = FakeHook(j=[job("j", "InProgress"), job("j", "Completed"), job("j", "Stopped")])
+    assert sensor.poke({}) is False
+    assert sensor.poke({}) is True
+    assert sensor._summary == {"job_name": "j", "job_arn": "arn:aws:sagemaker:us-east-1:1:transform-job/j",
+                               "status": "Completed", "output_uri": "s3://b/work/run/transform/j/"}
+    with pytest.raises(AirflowFailException, match="ended Stopped"):
+        sensor.poke({})
+
+
+def test_the_console_link():
+    link = TransformJobLink().format_link(region_name="eu-west-1", aws_domain="aws.amazon.com", job_name=BASE)
+    assert link == f"https://console.aws.amazon.com/sagemaker/home?region=eu-west-1#/transform-jobs/{BASE}"
+    assert TransformJobLink().format_link() == ""
+
+
+def test_openlineage_names_the_shards_read_and_the_predictions_written(shards):
+    pytest.importorskip("airflow.providers.openlineage")
+    op = operator(shards, FakeHook(**{BASE: [job(BASE, "Completed")]}))
+    op.execute(context(2))
+    lineage = op.get_openlineage_facets_on_complete(None)
+    assert [d.name for d in lineage.outputs] == [f"work/run/transform/{BASE}"]
