@@ -17,14 +17,14 @@ PYTEST_ARGS ?=
 
 export AIRFLOW_VERSION VENV AIRFLOW_HOME_DIR DS
 
-.PHONY: venv demo test lint typecheck unit bench clean constraints
+.PHONY: venv demo test lint typecheck unit bench bench-memory clean constraints
 
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml $(wildcard $(CONSTRAINTS))
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
 	$(UV) venv --allow-existing --python $(PYTHON) $(VENV)
-	$(UV) pip install --quiet --python $(VENV)/bin/python \
+	$(UV) pip install --quiet --compile-bytecode --python $(VENV)/bin/python \
 	    $(if $(wildcard $(CONSTRAINTS)),--constraint $(CONSTRAINTS)) \
 	    "apache-airflow==$(AIRFLOW_VERSION)" -e ".[test]"
 	@touch $@
@@ -44,10 +44,24 @@ typecheck: venv
 unit: venv
 	$(VENV)/bin/python -m pytest tests/unit $(PYTEST_ARGS)
 
+# Throughput and memory: the pipeline vs the naive pandas script, the floor and GNU split (bench/README.md).
+ROWS ?= 2000000
+REPEATS ?= 3
+BENCH_ARGS ?=
+bench: venv
+	$(UV) pip install --quiet --compile-bytecode --python $(VENV)/bin/python \
+	    $(if $(wildcard $(CONSTRAINTS)),--constraint $(CONSTRAINTS)) -e ".[bench]"
+	$(VENV)/bin/python -m bench.run --rows $(ROWS) --repeats $(REPEATS) $(BENCH_ARGS)
+
+bench-memory: venv
+	$(UV) pip install --quiet --compile-bytecode --python $(VENV)/bin/python \
+	    $(if $(wildcard $(CONSTRAINTS)),--constraint $(CONSTRAINTS)) -e ".[bench]"
+	$(VENV)/bin/python -m bench.run --only-memory --repeats $(REPEATS)
+
 # Re-pin the constraints of an Airflow line (needs PyPI).
 constraints:
 	echo "apache-airflow==$(AIRFLOW_VERSION)" > /tmp/airflow-bt-req.in
-	$(UV) pip compile -q --python $(PYTHON) pyproject.toml /tmp/airflow-bt-req.in --extra test --extra demo \
+	$(UV) pip compile -q --python $(PYTHON) pyproject.toml /tmp/airflow-bt-req.in --extra test --extra demo --extra bench \
 	    --no-header --no-annotate -o $(CONSTRAINTS)
 
 clean:

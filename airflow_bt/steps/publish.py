@@ -22,6 +22,7 @@ from airflow_bt.storage.base import ObjectNotFoundError, Storage
 from airflow_bt.storage.uris import join_uri
 
 _BATCH_LINES = 8192
+_JOIN_BLOCK = 256 * 1024  # bytes of rows joined per block: ~4k lines, a few MB of objects at most
 log = logging.getLogger(__name__)
 
 
@@ -67,15 +68,47 @@ def _strip(line: bytes) -> bytes:
     return line.rstrip(b"\r\n")
 
 
-def _join_csv(rows: Iterable[bytes], preds: Iterable[bytes], width: int, shard_key: str) -> Iterator[bytes]:
-    for number, (row, pred) in enumerate(zip(rows, preds, strict=True), start=1):
-        pred = _strip(pred)
-        if number == 1 and pred.count(b",") + 1 != width:
-            raise ReconcileError(
-                f"shard {shard_key}: the model returned {pred.count(b',') + 1} value(s) per record "
-                f"({pred[:80]!r}) but prediction_columns names {width}; make them agree"
-            )
-        yield _strip(row) + b"," + pred + b"\n"
+def _line_blocks(stream: BinaryIO, size: int) -> Iterator[list[bytes]]:
+    """The stream's lines without their ``\\n`` (and trailing ``\\r``), ``size`` bytes' worth at a time."""
+    tail = b""
+    while block := stream.read(size):
+        data = tail + block if tail else block
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        if b"\r" in data:
+            lines = [_strip(line) for line in lines]
+        if lines:
+            yield lines
+    if tail:  # a last line without its newline is a line too
+        yield [_strip(tail)]
+
+
+def _join_csv(rows: BinaryIO, preds: BinaryIO, width: int, shard_key: str) -> Iterator[bytes]:
+    """``row,prediction\\n`` for every pair, a block of rows at a time (the per-line work runs in C)."""
+    # predictions are short lines: smaller reads keep the number of line objects alive similar
+    pred_blocks = _line_blocks(preds, max(1, _JOIN_BLOCK // 4))
+    pending: list[bytes] = []
+    used = 0  # of pending
+    checked = False
+    for lines in _line_blocks(rows, _JOIN_BLOCK):
+        while len(pending) - used < len(lines):
+            more = next(pred_blocks, None)
+            if more is None:
+                raise ReconcileError(f"shard {shard_key}: fewer predictions than input records")
+            pending, used = pending[used:] + more, 0
+        answers = pending[used : used + len(lines)]
+        used += len(lines)
+        if not checked:
+            checked = True
+            pred = answers[0]
+            if pred.count(b",") + 1 != width:
+                raise ReconcileError(
+                    f"shard {shard_key}: the model returned {pred.count(b',') + 1} value(s) per record "
+                    f"({pred[:80]!r}) but prediction_columns names {width}; make them agree"
+                )
+        yield b"\n".join(map(b",".join, zip(lines, answers, strict=True))) + b"\n"
+    if len(pending) > used or next(pred_blocks, None) is not None:
+        raise ReconcileError(f"shard {shard_key}: more predictions than input records")
 
 
 def _join_jsonl(rows: Iterable[bytes], preds: Iterable[bytes], columns: list[str], shard_key: str
@@ -136,10 +169,10 @@ def publish_attempt(
             out = stack.enter_context(store.open_write(part_uri))
             if fmt == "csv":
                 out.write((f"{header}," + ",".join(prediction_columns) + "\n").encode())
-                joined = _join_csv(rows, preds, len(prediction_columns), shard["key"])
+                for block in _join_csv(rows, preds, len(prediction_columns), shard["key"]):
+                    out.write(block)
             else:
-                joined = _join_jsonl(rows, preds, prediction_columns, shard["key"])
-            _write_joined(out, joined)
+                _write_joined(out, _join_jsonl(rows, preds, prediction_columns, shard["key"]))
         parts.append({"key": shard["key"], "uri": part_uri, "rows": shard["records"]})
         logger.info("published shard %d of %d: %s, %d rows", index, len(summary["shards"]), part_uri,
                     shard["records"])

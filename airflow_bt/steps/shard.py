@@ -3,6 +3,12 @@
 CSV headers are stripped (Batch Transform does not skip them) and recorded; every input
 file must carry the same header. Records keep their order: shard 0 holds the first ones.
 Memory is constant in the input size: objects are copied in blocks and cut at newlines.
+
+Speed: blocks are read into two reused buffers (no fresh pages to fault in per block) and
+written, and shards committed (fsync, or an upload), by one background I/O thread while the
+next block is read and counted. Counting records is most of the step's CPU: it uses numpy's
+vectorised compare (~8x ``bytes.count``) when numpy is already loaded or the partition is big
+enough to repay importing it (:data:`NUMPY_MIN_BYTES`), else ``bytearray.replace`` (~1.7x).
 """
 
 from __future__ import annotations
@@ -12,8 +18,11 @@ import gzip
 import json
 import logging
 import math
+import sys
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -22,6 +31,11 @@ from airflow_bt.storage.base import ObjectInfo, Storage
 from airflow_bt.storage.uris import join_uri
 
 BLOCK_BYTES = 4 * 1024 * 1024
+#: Import numpy for counting only for partitions at least this big: its import costs ~50-100 ms
+#: and ~15 MB, its counting saves ~0.16 ms per MB over ``bytearray.replace``. An already imported
+#: numpy is always used.
+NUMPY_MIN_BYTES = 512 * 1024 * 1024
+_NUMPY_MIN_RANGE = 64 * 1024  # below this, bytearray.count is as fast as the others
 FORMATS = {"csv": "text/csv", "jsonl": "application/jsonlines"}
 _EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 log = logging.getLogger(__name__)
@@ -79,7 +93,14 @@ def _open_object(store: Storage, obj: ObjectInfo) -> Iterator[BinaryIO]:
 
 @dataclass
 class _ShardSink:
-    """Opens shard objects one after another; each becomes visible only when complete."""
+    """Opens shard objects one after another; each becomes visible only when complete.
+
+    The bookkeeping (sizes, record counts, where to cut) happens in the caller's thread; the
+    I/O (opening, writing, committing a shard) runs in order on one background thread, so
+    writing and committing (fsync, or an upload) overlap with reading and counting the next
+    block. :meth:`write` returns the future of its write: the caller must not change the
+    bytes it passed until that future is done.
+    """
 
     store: Storage
     prefix: str
@@ -87,10 +108,14 @@ class _ShardSink:
     count: int
     target_bytes: int
     written: list[dict[str, Any]] = field(default_factory=list)
-    _stack: contextlib.ExitStack | None = None
-    _out: BinaryIO | None = None
     size: int = 0
     records: int = 0
+    _open: bool = False
+    _io: ThreadPoolExecutor | None = None
+    _pending: deque[Future[None]] = field(default_factory=deque)
+    # touched by the I/O thread only
+    _stack: contextlib.ExitStack | None = None
+    _out: BinaryIO | None = None
 
     @property
     def is_last(self) -> bool:
@@ -100,29 +125,77 @@ class _ShardSink:
         """Bytes left before this shard should be cut at the next record boundary."""
         return math.inf if self.is_last else self.target_bytes - self.size  # type: ignore[return-value]
 
-    def write(self, piece: bytes | memoryview, records: int) -> None:
-        if self._out is None:
-            key = f"part-{len(self.written):05d}{self.extension}"
-            self._stack = contextlib.ExitStack()
-            self._out = self._stack.enter_context(self.store.open_write(join_uri(self.prefix, key)))
-        self._out.write(piece)
+    def write(self, piece: bytes | memoryview, records: int) -> Future[None]:
+        if not self._open:
+            self._submit(self._io_open, join_uri(self.prefix, self._key()))
+            self._open = True
         self.size += len(piece)
         self.records += records
+        return self._submit(self._io_write, piece)
 
     def cut(self) -> None:
-        if self._out is None or self._stack is None:
+        if not self._open:
             return
-        key = f"part-{len(self.written):05d}{self.extension}"
-        self._stack.close()
+        key = self._key()
+        self._submit(self._io_commit)
         self.written.append({"key": key, "uri": join_uri(self.prefix, key), "records": self.records,
                              "bytes": self.size})
-        self._out = self._stack = None
+        self._open = False
         self.size = self.records = 0
 
+    def finish(self) -> None:
+        """Cut the last shard and wait until every shard is committed (raises the first failure)."""
+        self.cut()
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._shutdown()
+
     def abort(self) -> None:
-        if self._stack is not None:
-            self._stack.__exit__(RuntimeError, RuntimeError("shard step failed"), None)
-            self._out = self._stack = None
+        """Wait for the I/O in flight, then drop the shard being written (nothing of it becomes visible)."""
+        if self._io is not None:
+            self._io.submit(self._io_abort).result()
+        self._shutdown()
+
+    def _key(self) -> str:
+        return f"part-{len(self.written):05d}{self.extension}"
+
+    def _submit(self, fn: Callable[..., None], *args: Any) -> Future[None]:
+        if self._io is None:
+            self._io = ThreadPoolExecutor(1, thread_name_prefix="shard-io")
+        future = self._io.submit(fn, *args)
+        self._pending.append(future)
+        while self._pending and self._pending[0].done():  # a failed write stops the step at once
+            self._pending.popleft().result()
+        return future
+
+    def _shutdown(self) -> None:
+        if self._io is not None:
+            self._io.shutdown(wait=True, cancel_futures=True)
+            self._io = None
+        self._pending.clear()
+
+    def _io_open(self, uri: str) -> None:
+        self._stack = contextlib.ExitStack()
+        # Shards are scratch: a process kill cannot lose written pages, and a shard cut short by
+        # an OS crash fails reconciliation (records vs predictions) before anything is published.
+        self._out = self._stack.enter_context(self.store.open_write(uri, durable=False))
+
+    def _io_write(self, piece: bytes | memoryview) -> None:
+        if self._out is None:
+            raise RuntimeError("the shard is not open (its open failed)")
+        self._out.write(piece)
+
+    def _io_commit(self) -> None:
+        stack, self._stack, self._out = self._stack, None, None
+        if stack is not None:
+            stack.close()
+
+    def _io_abort(self) -> None:
+        stack, self._stack, self._out = self._stack, None, None
+        if stack is not None:
+            stack.__exit__(RuntimeError, RuntimeError("shard step failed"), None)
 
 
 def shard_partition(
@@ -156,6 +229,10 @@ def shard_partition(
     logger.info("sharding %d object(s), %.1f MB of %s, into up to %d shard(s) under %s",
                 len(objects), total_bytes / 1e6, fmt, count, shard_prefix)
 
+    # two buffers: one is read and counted while the other one's pieces are being written
+    use_numpy = "numpy" in sys.modules or total_bytes >= NUMPY_MIN_BYTES
+    buffers = [_Block(bytearray(BLOCK_BYTES), use_numpy) for _ in range(2)]
+    turn = 0
     header: bytes | None = None
     header_source = ""
     inputs: list[dict[str, Any]] = []
@@ -181,10 +258,16 @@ def shard_partition(
                             "partition must share one header"
                         )
                 last = b"\n"
-                while block := stream.read(BLOCK_BYTES):
-                    last = block[-1:]
-                    _copy_block(sink, block)
-                    done_bytes += len(block)
+                while True:
+                    block = buffers[turn]
+                    turn = 1 - turn
+                    block.wait_written()
+                    size = _fill(stream, block.buffer)
+                    if not size:
+                        break
+                    last = bytes(block.buffer[size - 1 : size])
+                    _copy_block(sink, block, size)
+                    done_bytes += size
                     now = time.monotonic()
                     if now - last_log >= 5:
                         last_log = now
@@ -195,7 +278,7 @@ def shard_partition(
             records = sum(s["records"] for s in sink.written) + sink.records - records_before
             inputs.append({"uri": obj.uri, "size": obj.size, "etag": obj.etag, "records": records})
             logger.info("object %d of %d: %s, %d records", index, len(objects), obj.key, records)
-        sink.cut()
+        sink.finish()
     except BaseException:
         sink.abort()
         raise
@@ -251,20 +334,78 @@ def shard_origins(summary: dict[str, Any]) -> dict[str, str]:
     return origins
 
 
-def _copy_block(sink: _ShardSink, block: bytes) -> None:
-    """Copy one block into the shards, cutting a shard at the first newline past its target size."""
-    pos, size = 0, len(block)
-    view = memoryview(block)
+class _Block:
+    """A reusable read buffer, its newline counter, and the last write that still reads from it.
+
+    Counting uses numpy's vectorised compare when ``use_numpy`` and numpy imports, else
+    ``bytearray.replace`` (or ``bytearray.count`` for short ranges).
+    """
+
+    def __init__(self, buffer: bytearray, use_numpy: bool) -> None:
+        self.buffer = buffer
+        self.last_write: Future[None] | None = None
+        self._np: Any = None
+        if not use_numpy:
+            return
+        try:
+            import numpy as np
+        except ImportError:  # numpy is optional: bytearray.count is correct, just slower
+            return
+        self._np = np
+        self._bytes = np.frombuffer(buffer, dtype=np.uint8)
+        self._hits = np.empty(len(buffer), dtype=np.bool_)
+
+    def count(self, start: int, end: int) -> int:
+        """How many ``b"\\n"`` are in ``buffer[start:end]``."""
+        if end - start < _NUMPY_MIN_RANGE:
+            return self.buffer.count(b"\n", start, end)
+        if self._np is not None:
+            hits = self._hits[: end - start]
+            self._np.equal(self._bytes[start:end], 10, out=hits)
+            return int(self._np.count_nonzero(hits))
+        # bytearray.count tests byte by byte; replace() finds newlines with memchr and is ~1.7x faster
+        # even though it builds a copy without them
+        part = self.buffer if start == 0 and end == len(self.buffer) else self.buffer[start:end]
+        return (end - start) - len(part.replace(b"\n", b""))
+
+    def wait_written(self) -> None:
+        """Block until the buffer's pieces are written, so it can be refilled (a write error is raised)."""
+        if self.last_write is not None:
+            self.last_write.result()
+            self.last_write = None
+
+
+def _fill(stream: BinaryIO, buffer: bytearray) -> int:
+    """Read the next block into ``buffer``; returns how many bytes it holds (0 at the end)."""
+    readinto = getattr(stream, "readinto", None)
+    if readinto is None:  # pragma: no cover - every stream the storages return has readinto
+        block = stream.read(len(buffer))
+        buffer[: len(block)] = block
+        return len(block)
+    view = memoryview(buffer)
+    filled = 0
+    while filled < len(buffer):  # raw and network streams may return less than asked
+        got = readinto(view[filled:])
+        if not got:
+            break
+        filled += got
+    return filled
+
+
+def _copy_block(sink: _ShardSink, block: _Block, size: int) -> None:
+    """Copy ``block.buffer[:size]`` into the shards, cutting a shard at the first newline past its target size."""
+    buffer, pos = block.buffer, 0
+    view = memoryview(buffer)
     while pos < size:
         room = sink.room()
         if size - pos <= room:
-            sink.write(view[pos:] if pos else block, block.count(b"\n", pos))
+            block.last_write = sink.write(view[pos:size], block.count(pos, size))
             return
-        cut = block.find(b"\n", pos + max(int(room), 1) - 1)
+        cut = buffer.find(b"\n", pos + max(int(room), 1) - 1, size)
         if cut < 0:
             # the record crossing the target continues in the next block
-            sink.write(view[pos:], block.count(b"\n", pos))
+            block.last_write = sink.write(view[pos:size], block.count(pos, size))
             return
-        sink.write(view[pos : cut + 1], block.count(b"\n", pos, cut + 1))
+        block.last_write = sink.write(view[pos : cut + 1], block.count(pos, cut + 1))
         sink.cut()
         pos = cut + 1

@@ -58,11 +58,13 @@ class Storage(abc.ABC):
         """A binary stream of the object; raises :class:`ObjectNotFoundError`."""
 
     @abc.abstractmethod
-    def open_write(self, uri: str) -> contextlib.AbstractContextManager[BinaryIO]:
+    def open_write(self, uri: str, *, durable: bool = True) -> contextlib.AbstractContextManager[BinaryIO]:
         """A binary stream that becomes the object, create-only, when the block exits cleanly.
 
         Nothing is visible at ``uri`` before the block ends; on an exception nothing is written.
         Raises :class:`ObjectExistsError` if the object exists when it is committed.
+        ``durable=False`` lets a file skip ``fsync`` before it becomes visible: for scratch
+        objects a later step checks anyway, never for published ones (S3 puts are always durable).
         """
 
     @abc.abstractmethod

@@ -57,7 +57,7 @@ class LocalStorage(Storage):
             yield fh
 
     @contextlib.contextmanager
-    def open_write(self, uri: str) -> Iterator[BinaryIO]:
+    def open_write(self, uri: str, *, durable: bool = True) -> Iterator[BinaryIO]:
         path = file_path(uri)
         folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)
@@ -68,7 +68,8 @@ class LocalStorage(Storage):
             with os.fdopen(fd, "wb") as out:
                 yield out
                 out.flush()
-                os.fsync(out.fileno())
+                if durable:
+                    os.fsync(out.fileno())
             try:
                 os.link(tmp, path)  # atomic and fails if the name exists: create-only
             except FileExistsError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import tempfile
 from collections.abc import Iterator
 from functools import cached_property
@@ -19,6 +20,24 @@ _SPOOL_BYTES = 16 * 1024 * 1024
 _MAX_SINGLE_PUT = 5 * 1024**3
 _EXISTS_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+
+
+_READ_BUFFER = 1024 * 1024
+
+
+class _BodyReader(io.RawIOBase):
+    """A raw, readable stream over botocore's ``StreamingBody``."""
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._body.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def _error_code(exc: Exception) -> str:
@@ -111,12 +130,14 @@ class S3Storage(Storage):
                 raise ObjectNotFoundError(uri) from None
             raise
         try:
-            yield body
+            # A buffered reader gives the BinaryIO contract: iterating yields lines (botocore's
+            # StreamingBody yields 1 KiB chunks), and read(n) may be served from the buffer.
+            yield io.BufferedReader(_BodyReader(body), buffer_size=_READ_BUFFER)
         finally:
             body.close()
 
     @contextlib.contextmanager
-    def open_write(self, uri: str) -> Iterator[BinaryIO]:
+    def open_write(self, uri: str, *, durable: bool = True) -> Iterator[BinaryIO]:
         bucket, key = split_s3(uri)
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
             yield spool  # type: ignore[misc]

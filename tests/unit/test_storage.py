@@ -78,3 +78,17 @@ def test_portable_storage_pickles(base):
 def test_unsupported_scheme():
     with pytest.raises(ValueError, match="unsupported URI"):
         for_uri("gs://bucket/x")
+
+
+def test_s3_reads_iterate_by_line_like_files(s3_bucket):
+    """Iterating an S3 read stream yields lines (botocore's StreamingBody alone yields 1 KiB chunks)."""
+    from airflow_bt.storage.s3 import S3Storage
+
+    store = S3Storage(aws_conn_id=None)
+    lines = [f"{i},{'x' * (i % 700)}\n".encode() for i in range(500)]
+    with store.open_write(f"{s3_bucket}/lines.csv") as out:
+        out.write(b"".join(lines))
+    with store.open_read(f"{s3_bucket}/lines.csv") as stream:
+        assert list(stream) == lines
+    with store.open_read(f"{s3_bucket}/lines.csv") as stream:
+        assert stream.read(3) == b"0,\n" and stream.readline() == lines[1] and stream.read() == b"".join(lines[2:])

@@ -1,0 +1,1 @@
+"""Benchmarks of airflow_bt (``make bench``); see bench/README.md."""

@@ -1,0 +1,233 @@
+"""The contenders of ``make bench``, each run in its own process by :mod:`bench.run`.
+
+``python -m bench.contenders NAME --rows N --out DIR [--shards K]`` runs one contender once
+over the cached data of ``N`` rows, writes its output below ``DIR`` and prints one line
+``BENCH-RESULT {json}`` with its wall time (``wall_s``, from the first byte read to the
+last byte written: interpreter start-up and the contender's own imports are not counted,
+the worker processes the pipeline starts are) and per-phase times.
+
+- ``pipeline``: shard -> local transform (the demo model, the churn DAG's settings:
+  InstanceCount 2, MultiRecord, 6 MB payloads) -> publish, called as the Airflow tasks call
+  them, without Airflow. The handler predicts with ``CHURN_PREDICT_THREADS`` OpenMP threads
+  (default 1 per instance; two instances use the two cores).
+- ``naive``: what a user would write instead: ``pandas.read_csv`` of every file,
+  ``predict_proba`` of the same model (scikit-learn's default threads: all cores),
+  ``DataFrame.to_csv``, in one process.
+- ``floor``: the bare cost of parsing, predicting and writing: ``pyarrow.csv.read_csv`` (its
+  default: multi-threaded), ``to_pandas()`` of the model's input columns only (the
+  scikit-learn pipeline selects columns by name), ``predict_proba`` (default threads),
+  ``pyarrow.csv.write_csv`` of the rows plus the prediction. The model load is not counted.
+- ``shard``: the shard step alone over the one concatenated file, cut into ``--shards`` shards
+  (``--numpy-loaded``: with numpy already imported, which the step then counts records with).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import DS, MODEL, Dataset, dataset, file_uri, model_dir, pipeline_settings
+from bench.measure import own_peak_kb
+
+RESULT_PREFIX = "BENCH-RESULT "
+
+
+def _logger(verbose: bool) -> logging.Logger:
+    logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log = logging.getLogger("bench")
+    log.setLevel(logging.INFO if verbose else logging.WARNING)
+    return log
+
+
+def run_pipeline(data: Dataset, out: Path, *, verbose: bool = False, instance_count: int | None = None,
+                 max_concurrent_transforms: int | None = None) -> dict[str, Any]:
+    """Shard, transform and publish one day as the nightly DAG's three tasks do."""
+    from airflow_bt.steps.layout import RunLayout
+    from airflow_bt.steps.publish import publish_attempt
+    from airflow_bt.steps.shard import shard_partition
+    from airflow_bt.storage import for_uri
+    from airflow_bt.transform.local_engine import run_transform_job
+    from airflow_bt.transform.request import build_model_request, build_transform_request
+
+    log = _logger(verbose)
+    settings = pipeline_settings()
+    instances = instance_count or settings["instance_count"]
+    input_uri = file_uri(data.input_dir) + "/"
+    root = file_uri(out)
+    layout = RunLayout(work_root=f"{root}/work/{MODEL}/dt={DS}/", output_root=f"{root}/output/{MODEL}/dt={DS}/",
+                       slug="bench")
+    model_url = file_uri(model_dir() / "model.tar.gz")
+    store = for_uri(input_uri)
+
+    started = time.perf_counter()
+    summary = shard_partition(
+        store, input_uri, layout.step_prefix("shard", 1), layout.step_file("shard", 1, ".manifest"),
+        layout.step_file("shard", 1, ".json"), data_format=settings["format"],
+        target_shard_mb=settings["target_shard_mb"], min_shards=instances, max_shards=settings["max_shards"],
+        logger=log,
+    )
+    sharded = time.perf_counter()
+    request = build_transform_request(
+        job_name="bench-churn", model_name=settings["model_name"], input_uri=summary["manifest_uri"],
+        output_uri=layout.step_prefix("transform", 1), content_type=summary["content_type"],
+        accept=settings["accept"], instance_count=min(instances, len(summary["shards"])),
+        batch_strategy=settings["batch_strategy"], max_payload_mb=settings["max_payload_mb"],
+        max_concurrent_transforms=max_concurrent_transforms or settings["max_concurrent_transforms"],
+        environment=settings["environment"],
+    )
+    model_request = build_model_request(model_name=settings["model_name"], model_data_url=model_url,
+                                        image=settings["image"], environment=settings["model_environment"])
+    job = run_transform_job(request, model_request, log=log)
+    if job["TransformJobStatus"] != "Completed":
+        raise RuntimeError(f"transform job {job['TransformJobStatus']}: {job.get('FailureReason')}")
+    transformed = time.perf_counter()
+    manifest = publish_attempt(
+        store, summary, layout.step_prefix("transform", 1), layout.attempt_prefix(1), layout.latest_uri,
+        prediction_columns=settings["prediction_columns"], metadata={"run_id": "bench", "try_number": 1},
+        logger=log,
+    )
+    published = time.perf_counter()
+    if manifest["rows_out"] != data.rows:
+        raise RuntimeError(f"published {manifest['rows_out']} rows, expected {data.rows}")
+    stats = job.get("LocalEngineStats", {})
+    return {
+        "wall_s": published - started,
+        "rows": manifest["rows_out"],
+        "phases": {"shard": sharded - started, "transform": transformed - sharded,
+                   "publish": published - transformed},
+        "shards": len(summary["shards"]),
+        "instances": request["TransformResources"]["InstanceCount"],
+        "requests": stats.get("requests"),
+        "predict_threads": os.environ.get("CHURN_PREDICT_THREADS", "1 (handler default)"),
+        "output": manifest["attempt_prefix"],
+    }
+
+
+def run_naive(data: Dataset, out: Path) -> dict[str, Any]:
+    """The script a user would write: pandas in, predict_proba, pandas out; one process."""
+    import joblib
+    import pandas as pd
+
+    model_file = model_dir() / "model.joblib"
+    started = time.perf_counter()
+    frame = pd.concat([pd.read_csv(path) for path in data.files], ignore_index=True)
+    read = time.perf_counter()
+    model = joblib.load(model_file)
+    loaded = time.perf_counter()
+    frame["churn_probability"] = model.predict_proba(frame)[:, 1]
+    predicted = time.perf_counter()
+    frame.to_csv(out / "predictions.csv", index=False)
+    written = time.perf_counter()
+    return {
+        "wall_s": written - started,
+        "rows": len(frame),
+        "phases": {"read": read - started, "load_model": loaded - read, "predict": predicted - loaded,
+                   "write": written - predicted},
+        "predict_threads": "scikit-learn default (all cores)",
+    }
+
+
+def run_floor(data: Dataset, out: Path) -> dict[str, Any]:
+    """The bare cost: pyarrow parse, predict on the arrays, pyarrow write; each phase timed on its own."""
+    import joblib
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    model = joblib.load(model_dir() / "model.joblib")
+    features = [name for name in model[0].feature_names_in_ if name in _used_columns(model)]
+
+    t0 = time.perf_counter()
+    table = pa.concat_tables([pacsv.read_csv(path) for path in data.files])
+    t1 = time.perf_counter()
+    frame = table.select(features).to_pandas()
+    t2 = time.perf_counter()
+    proba = np.asarray(model.predict_proba(frame))[:, 1]
+    t3 = time.perf_counter()
+    del frame
+    result = table.append_column("churn_probability", pa.array(proba))
+    pacsv.write_csv(result, out / "predictions.csv",
+                    write_options=pacsv.WriteOptions(quoting_style="needed"))
+    t4 = time.perf_counter()
+    phases = {"parse": t1 - t0, "to_pandas": t2 - t1, "predict": t3 - t2, "write": t4 - t3}
+    return {
+        "wall_s": sum(phases.values()),
+        "rows": table.num_rows,
+        "phases": phases,
+        "features": features,
+        "predict_threads": "scikit-learn default (all cores)",
+    }
+
+
+def _used_columns(model: Any) -> set[str]:
+    """The input columns the fitted ColumnTransformer reads (the rest are dropped)."""
+    used: set[str] = set()
+    for _name, transformer, columns in model[0].transformers_:
+        if transformer != "drop":
+            used.update(columns)
+    return used
+
+
+def run_shard(data: Dataset, out: Path, shards: int, *, numpy_loaded: bool = False) -> dict[str, Any]:
+    """The shard step alone, over the one concatenated file, into exactly ``shards`` shards.
+
+    As in a fresh Airflow task, numpy is not loaded: the step counts records with numpy only
+    for partitions of at least ``NUMPY_MIN_BYTES`` (and then its import is timed). With
+    ``numpy_loaded`` numpy is imported before the clock starts, as if the process had it already.
+    """
+    if numpy_loaded:
+        import numpy as np  # noqa: F401
+    from airflow_bt.steps.shard import shard_partition
+    from airflow_bt.storage import for_uri
+
+    source = file_uri(data.concat_dir) + "/"
+    root = file_uri(out)
+    store = for_uri(source)
+    size_mb = data.concat_file.stat().st_size / 1024 / 1024
+    started = time.perf_counter()
+    summary = shard_partition(store, source, f"{root}/shard-1/", f"{root}/shard-1.manifest",
+                              f"{root}/shard-1.json", data_format="csv",
+                              target_shard_mb=size_mb / shards * 1.01, min_shards=shards, max_shards=shards,
+                              logger=_logger(False))
+    seconds = time.perf_counter() - started
+    if summary["records"] != data.rows or len(summary["shards"]) != shards:
+        raise RuntimeError(f"sharded {summary['records']} rows into {len(summary['shards'])} shards")
+    return {"wall_s": seconds, "rows": summary["records"], "shards": len(summary["shards"]),
+            "numpy_loaded": "numpy" in sys.modules}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("contender", choices=["pipeline", "naive", "floor", "shard"])
+    parser.add_argument("--rows", type=int, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="an empty folder for the outputs")
+    parser.add_argument("--shards", type=int, default=2, help="shard: how many shards")
+    parser.add_argument("--numpy-loaded", action="store_true",
+                        help="shard: import numpy before the clock starts (the step then counts with it)")
+    parser.add_argument("--instances", type=int, default=None, help="pipeline: InstanceCount (default: config)")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="pipeline: MaxConcurrentTransforms (default: config)")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    data = dataset(args.rows)
+    if args.contender == "pipeline":
+        result = run_pipeline(data, args.out, verbose=args.verbose, instance_count=args.instances,
+                              max_concurrent_transforms=args.concurrency)
+    elif args.contender == "naive":
+        result = run_naive(data, args.out)
+    elif args.contender == "floor":
+        result = run_floor(data, args.out)
+    else:
+        result = run_shard(data, args.out, args.shards, numpy_loaded=args.numpy_loaded)
+    result["vmhwm_kb"] = own_peak_kb()
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

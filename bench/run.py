@@ -1,0 +1,425 @@
+"""``make bench``: the pipeline against the naive script, the floor, and GNU split; Airflow's overhead.
+
+    python -m bench.run [--rows 2000000] [--repeats 3] [--no-airflow] [--no-memory] [--only-memory]
+
+Generates the demo data once per row count (cached in bench/data/), then runs every contender
+``--repeats`` times, each run in its own process (see bench/README.md for what each one is),
+prints median wall time, rows/s and peak RSS, the ratios and the targets, and writes
+bench/results/latest.json and bench/results/latest.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    BENCH,
+    DATA,
+    DS,
+    MODEL,
+    REPO,
+    RESULTS,
+    Dataset,
+    dataset,
+    file_uri,
+    load_average,
+    machine,
+    model_dir,
+    pipeline_settings,
+    scratch_dir,
+)
+from bench.measure import Measurement, run_measured, timed_command
+
+CONTENDERS = ("pipeline", "naive", "floor", "shard", "split")
+VARIANTS = {  # measured beside the contenders, for the report; not in the ratios
+    "pipeline_1x2": "the pipeline with InstanceCount=1 and MaxConcurrentTransforms=2 (one process, two "
+                    "requests in flight on threads) instead of the DAG's InstanceCount=2",
+    "shard_numpy_loaded": "the shard step in a process that has numpy loaded already: it then counts records "
+                          "with numpy (a fresh process does so only for partitions of 512 MiB or more)",
+}
+SHARD_REPEATS = 5
+MEMORY_ROWS = (1_000_000, 4_000_000)
+TARGETS = {  # ratio: (comparison, bound)
+    "pipeline_vs_naive_throughput": (">=", 1.5),
+    "pipeline_vs_naive_rss": ("<=", 0.5),
+    "shard_vs_split_throughput": (">=", 0.5),
+    "pipeline_vs_floor_time": ("<=", 2.0),
+    "pipeline_rss_4m_vs_1m": ("<=", 1.10),
+}
+RSS_METHOD = ("sum over the process tree of each process's own peak RSS (VmHWM sampled every 50 ms, and "
+              "ru_maxrss from wait4): an upper bound of the tree's memory at any one moment")
+
+
+def _python_contender(name: str, rows: int, run: int, *extra: str) -> Measurement:
+    out = scratch_dir(f"{name}-{run}")
+    try:
+        return run_measured([sys.executable, "-m", "bench.contenders", name, "--rows", str(rows), "--out", str(out),
+                             *extra], cwd=REPO)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _split(data: Dataset, shards: int, run: int) -> Measurement:
+    out = scratch_dir(f"split-{run}")
+    try:
+        m = run_measured(timed_command(["split", "-n", f"l/{shards}", "--additional-suffix=.csv",
+                                        str(data.concat_file), str(out / "part-")]))
+        m.result = {"wall_s": m.wall_s, "rows": data.rows, "shards": shards}
+        return m
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _summarise(rows: int, runs: list[Measurement]) -> dict[str, Any]:
+    """Median wall time (the contender's own, start-up excluded), rows/s of it, and the largest peak RSS."""
+    walls = [m.result["wall_s"] if m.result else m.wall_s for m in runs]
+    wall = statistics.median(walls)
+    summary: dict[str, Any] = {
+        "wall_s": round(wall, 3),
+        "rows_per_s": round(rows / wall),
+        "peak_rss_mb": round(max(m.peak_rss_mb for m in runs), 1),
+        "concurrent_peak_rss_mb": round(max(m.concurrent_peak_mb for m in runs), 1),
+        "concurrent_peak_pss_mb": round(max(m.concurrent_pss_mb for m in runs), 1),
+        "cpu_s": round(statistics.median(m.cpu_s for m in runs), 3),
+        "runs_wall_s": [round(w, 3) for w in walls],
+        "runs_peak_rss_mb": [round(m.peak_rss_mb, 1) for m in runs],
+        "largest_process_rss_mb": round(max(max(m.per_process_mb.values(), default=0.0) for m in runs), 1),
+        "processes": max(m.processes for m in runs),
+        "process_wall_s": round(statistics.median(m.wall_s for m in runs), 3),
+    }
+    phases: list[dict[str, float]] = [m.result["phases"] for m in runs if m.result and m.result.get("phases")]
+    if phases:
+        summary["phases_s"] = {k: round(statistics.median(p[k] for p in phases), 3) for k in phases[0]}
+    last = runs[-1]
+    summary["per_process_peak_mb"] = last.per_process_mb
+    if last.result:
+        summary.update({k: v for k, v in last.result.items()
+                        if k not in ("wall_s", "phases", "output", "rows", "vmhwm_kb") and k not in summary})
+    return summary
+
+
+def _progress(label: str, m: Measurement) -> None:
+    wall = m.result["wall_s"] if m.result else m.wall_s
+    phases = (m.result or {}).get("phases") or {}
+    detail = "  (" + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()) + ")" if phases else ""
+    print(f"  {label:<14} {wall:7.2f} s  cpu {m.cpu_s:6.2f} s  peak RSS {m.peak_rss_mb:5.0f} MB "
+          f"(PSS {m.concurrent_pss_mb:4.0f}){detail}", flush=True)
+
+
+def _round_robin(plan: dict[str, Any], repeats: int) -> dict[str, list[Measurement]]:
+    """Run every contender of ``plan`` once per round, ``repeats`` rounds: a change in the machine's
+    load (it is shared) then falls on all of them rather than on whichever ran at that moment."""
+    runs: dict[str, list[Measurement]] = {name: [] for name in plan}
+    for run in range(repeats):
+        for name, once in plan.items():
+            m = once(run)
+            _progress(f"{name} {run + 1}/{repeats}", m)
+            runs[name].append(m)
+    return runs
+
+
+def _airflow_run(data: Dataset) -> dict[str, Any]:
+    """One ``airflow dags test`` of the churn DAG on the same data, with a throw-away home (SQLite)."""
+    home = scratch_dir("airflow-home")
+    root = scratch_dir("airflow-root")
+    (root / "input").symlink_to(data.root / "input", target_is_directory=True)
+    (root / "models" / MODEL).mkdir(parents=True)
+    (root / "models" / MODEL / "model.tar.gz").symlink_to(model_dir() / "model.tar.gz")
+    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW_BT_ROOT": file_uri(root)}
+    airflow = str(Path(sys.executable).parent / "airflow")
+    for step in (["db", "migrate"], ["dags", "reserialize"]):  # not timed
+        done = subprocess.run([airflow, *step], env=env, capture_output=True, text=True, cwd=REPO)
+        if done.returncode != 0:
+            raise RuntimeError(f"airflow {' '.join(step)} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+    m = run_measured([airflow, "dags", "test", "churn_nightly_scoring", DS], env=env, cwd=REPO)
+    log = DATA / "airflow-dags-test.log"
+    log.write_text(m.stdout + m.stderr)
+    latest = json.loads((root / "output" / MODEL / f"dt={DS}" / "_LATEST.json").read_text())
+    if latest.get("rows") != data.rows:
+        raise RuntimeError(f"airflow dags test published {latest.get('rows')} rows, expected {data.rows}")
+    tasks = _task_durations(home / "airflow.db")
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(home, ignore_errors=True)
+    return {"wall_s": round(m.wall_s, 3), "peak_rss_mb": round(m.peak_rss_mb, 1), "tasks_s": tasks,
+            "log": str(log.relative_to(REPO))}
+
+
+def _task_durations(db: Path) -> dict[str, float]:
+    try:
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("SELECT task_id, duration FROM task_instance").fetchall()
+    except sqlite3.Error:
+        return {}
+    return {task: round(float(seconds), 3) for task, seconds in rows if seconds is not None}
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else float("inf")
+
+
+def _met(name: str, value: float) -> bool:
+    op, bound = TARGETS[name]
+    return value >= bound if op == ">=" else value <= bound
+
+
+def memory_scaling(repeats: int) -> dict[str, Any]:
+    """The pipeline's peak RSS at 1 and 4 million rows: memory must not grow with the input."""
+    low, high = MEMORY_ROWS
+    print(f"\n== memory scaling: the pipeline at {low:,} and {high:,} rows", flush=True)
+    for rows in MEMORY_ROWS:
+        dataset(rows)
+    runs = _round_robin({f"pipeline {rows // 1_000_000}M": (lambda run, rows=rows: _python_contender(
+        "pipeline", rows, run)) for rows in MEMORY_ROWS}, repeats)
+    peaks = {rows: runs[f"pipeline {rows // 1_000_000}M"] for rows in MEMORY_ROWS}
+    peak_low = max(m.peak_rss_mb for m in peaks[low])
+    peak_high = max(m.peak_rss_mb for m in peaks[high])
+    ratio = _ratio(peak_high, peak_low)
+    print(f"pipeline_rss_4m_vs_1m: {ratio:.2f}  ({peak_high:.0f} MB at {high:,} rows / {peak_low:.0f} MB at "
+          f"{low:,} rows; target <= {TARGETS['pipeline_rss_4m_vs_1m'][1]:.2f}: "
+          f"{'met' if _met('pipeline_rss_4m_vs_1m', ratio) else 'NOT met'})", flush=True)
+    return {
+        "rows_low": low, "rows_high": high,
+        "peak_rss_mb_low": round(peak_low, 1), "peak_rss_mb_high": round(peak_high, 1),
+        "wall_s_low": round(statistics.median(m.result["wall_s"] for m in peaks[low] if m.result), 3),
+        "wall_s_high": round(statistics.median(m.result["wall_s"] for m in peaks[high] if m.result), 3),
+        "pipeline_rss_4m_vs_1m": ratio,
+    }
+
+
+def warm_bytecode() -> None:
+    """Compile the environment's and the repo's modules to ``.pyc`` (a quick no-op once they are).
+
+    Without it, a process started with ``PYTHONDONTWRITEBYTECODE=1`` (or in a venv that ``uv``
+    made without ``--compile-bytecode``) compiles pandas, scikit-learn and SciPy from source at
+    every start, ~3 s per process, and every contender would be measured on that instead.
+    """
+    import sysconfig
+
+    paths = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    paths += [str(REPO / name) for name in ("airflow_bt", "bench", "dags")]
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", *paths], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=False)
+    seconds = time.perf_counter() - started
+    if seconds > 10:
+        print(f"compiled the environment's modules to bytecode in {seconds:.0f} s (once)", flush=True)
+
+
+def engine_instances(repeats: int) -> dict[str, Any]:
+    """InstanceCount 2 vs 1 on a GIL-bound model (bench/engine_instances.py, run as it is)."""
+    print("\n== local engine: InstanceCount=2 vs 1 on a GIL-bound model (bench/engine_instances.py)", flush=True)
+    done = subprocess.run([sys.executable, str(BENCH / "engine_instances.py"), "--repeats", str(repeats), "--json"],
+                          capture_output=True, text=True, cwd=REPO, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench/engine_instances.py failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    figures: dict[str, Any] = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("{"):
+            figures = json.loads(line)
+        else:
+            print("  " + line, flush=True)
+    return figures
+
+
+def _shard_count(data: Dataset) -> int:
+    """How many shards the churn DAG's settings make of this partition (split -n l/K gets the same K)."""
+    settings = pipeline_settings()
+    count = math.ceil(data.bytes / (settings["target_shard_mb"] * 1024 * 1024))
+    return max(1, min(max(settings["instance_count"], count), settings["max_shards"]))
+
+
+def run_all(rows: int, repeats: int, *, with_airflow: bool, with_variants: bool = True) -> dict[str, Any]:
+    data = dataset(rows)
+    model_dir()
+    load_before = load_average()
+    print(f"\n== {rows:,} rows ({data.bytes / 1e6:.0f} MB in {len(data.files)} files), {repeats} run(s) each; "
+          f"load average {load_before}", flush=True)
+    shards = _shard_count(data)
+    measured = _round_robin({
+        "pipeline": lambda run: _python_contender("pipeline", rows, run),
+        "naive": lambda run: _python_contender("naive", rows, run),
+        "floor": lambda run: _python_contender("floor", rows, run),
+    }, repeats)
+    if with_variants:
+        measured.update(_round_robin({
+            "pipeline_1x2": lambda run: _python_contender("pipeline", rows, run, "--instances", "1",
+                                                          "--concurrency", "2"),
+        }, repeats))
+    # sharding takes a fraction of a second: more rounds for the same confidence
+    measured.update(_round_robin({
+        "shard": lambda run: _python_contender("shard", rows, run, "--shards", str(shards)),
+        "split": lambda run: _split(data, shards, run),
+        **({"shard_numpy_loaded": lambda run: _python_contender("shard", rows, run, "--shards", str(shards),
+                                                                "--numpy-loaded")} if with_variants else {}),
+    }, max(repeats, SHARD_REPEATS)))
+    results: dict[str, Any] = {
+        "rows": rows,
+        "repeats": repeats,
+        "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "input_mb": round(data.bytes / 1e6, 1),
+        "rss_method": RSS_METHOD,
+    }
+    for name in CONTENDERS:
+        results[name] = _summarise(rows, measured[name])
+    variants = {name: _summarise(rows, runs) for name, runs in measured.items() if name not in CONTENDERS}
+    if variants:
+        for name, text in VARIANTS.items():
+            if name in variants:
+                variants[name]["what"] = text
+        results["variants"] = variants
+    if with_airflow:
+        print("  airflow dags test (once; db migrate not timed) ...", flush=True)
+        airflow = _airflow_run(data)
+        airflow["overhead_s"] = round(airflow["wall_s"] - results["pipeline"]["wall_s"], 3)
+        results["airflow"] = airflow
+        print(f"  {'airflow':<12} {airflow['wall_s']:8.2f} s  peak RSS {airflow['peak_rss_mb']:7.0f} MB  "
+              f"(tasks: {', '.join(f'{k} {v:.2f}' for k, v in airflow['tasks_s'].items())})", flush=True)
+    results["load_average"] = {"before": load_before, "after": load_average()}
+    p, n, f, s, g = (results[k] for k in CONTENDERS)
+    results["ratios"] = {
+        "pipeline_vs_naive_throughput": _ratio(p["rows_per_s"], n["rows_per_s"]),
+        "pipeline_vs_naive_rss": _ratio(p["peak_rss_mb"], n["peak_rss_mb"]),
+        "pipeline_vs_floor_time": _ratio(p["wall_s"], f["wall_s"]),
+        "shard_vs_split_throughput": _ratio(s["rows_per_s"], g["rows_per_s"]),
+    }
+    return results
+
+
+def _row(name: str, r: dict[str, Any]) -> str:
+    phases = ", ".join(f"{k} {v:.2f}" for k, v in (r.get("phases_s") or {}).items())
+    return (f"{name:<15} {r['wall_s']:8.2f} {r['rows_per_s']:12,} {r['cpu_s']:7.2f} {r['peak_rss_mb']:9.0f} "
+            f"{r['concurrent_peak_pss_mb']:8.0f}  {phases}")
+
+
+def print_report(results: dict[str, Any]) -> None:
+    rows = results["rows"]
+    print(f"\n== results at {rows:,} rows: median wall time of {results['repeats']}+ runs (the contender's own, "
+          "start-up and imports excluded); peak RSS of the largest run, each process's peak summed over the "
+          "contender's process tree; PSS: the largest sum of the tree's proportional set size")
+    print(f"{'contender':<15} {'wall s':>8} {'rows/s':>12} {'cpu s':>7} {'RSS MB':>9} {'PSS MB':>8}  phases (s)")
+    for name in CONTENDERS:
+        print(_row(name, results[name]))
+    for name, r in results.get("variants", {}).items():
+        print(_row(name, r) + "  [variant]")
+    if "airflow" in results:
+        a = results["airflow"]
+        print(f"{'airflow':<15} {a['wall_s']:8.2f} {'':>12} {'':>7} {a['peak_rss_mb']:9.0f} {'':>8}  "
+              f"airflow dags test; overhead over the pipeline: {a['overhead_s']:.2f} s")
+    print()
+    for name, value in results["ratios"].items():
+        op, bound = TARGETS[name]
+        print(f"{name}: {value:.2f}  (target {op} {bound}: {'met' if _met(name, value) else 'NOT met'})")
+    if "airflow" in results:
+        print(f"airflow_overhead_s: {results['airflow']['overhead_s']:.2f}")
+    if "memory_scaling" in results:
+        value = results["memory_scaling"]["pipeline_rss_4m_vs_1m"]
+        verdict = "met" if _met("pipeline_rss_4m_vs_1m", value) else "NOT met"
+        print(f"pipeline_rss_4m_vs_1m: {value:.2f}  (target <= 1.1: {verdict})")
+    if "engine_instances" in results and "instances_2_vs_1_time" in results["engine_instances"]:
+        print(f"instances_2_vs_1_time: {results['engine_instances']['instances_2_vs_1_time']:.2f}  "
+              "(bench/engine_instances.py: a GIL-bound model, InstanceCount 2 over 1)")
+    la = results.get("load_average", {})
+    print(f"load average (1, 5, 15 min) before/after: {la.get('before')} / {la.get('after')}")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}" if value < 1 else f"{value:.2f}"
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """The README table of a run."""
+    what = {
+        "pipeline": "shard → local transform (InstanceCount 2) → publish",
+        "naive": "pandas read_csv → predict_proba → to_csv, one process",
+        "floor": "pyarrow read_csv + predict + pyarrow write_csv (sum of phases)",
+        "shard": "shard step alone (one concatenated file)",
+        "split": "GNU `split -n l/K` on the same file",
+    }
+    lines = ["| contender | what | wall s (median) | rows/s | peak RSS MB |", "|---|---|---:|---:|---:|"]
+    for name in CONTENDERS:
+        r = results[name]
+        lines.append(f"| {name} | {what[name]} | {_seconds(r['wall_s'])} | {r['rows_per_s']:,} | "
+                     f"{r['peak_rss_mb']:.0f} |")
+    if "airflow" in results:
+        a = results["airflow"]
+        lines.append(f"| airflow | `airflow dags test` of the same DAG (overhead {a['overhead_s']:.1f} s) | "
+                     f"{a['wall_s']:.2f} | {round(results['rows'] / a['wall_s']):,} | {a['peak_rss_mb']:.0f} |")
+    ratios = results["ratios"]
+    lines.append("")
+    lines.append("| ratio | value | target |")
+    lines.append("|---|---:|---|")
+    for name, value in ratios.items():
+        op, bound = TARGETS[name]
+        lines.append(f"| {name} | {value:.2f} | {op} {bound} {'✅' if _met(name, value) else '❌'} |")
+    if "memory_scaling" in results:
+        value = results["memory_scaling"]["pipeline_rss_4m_vs_1m"]
+        mark = "✅" if _met("pipeline_rss_4m_vs_1m", value) else "❌"
+        lines.append(f"| pipeline_rss_4m_vs_1m | {value:.2f} | <= 1.1 {mark} |")
+    m = results.get("machine", {})
+    la = results.get("load_average", {}).get("before")
+    lines.append("")
+    lines.append(f"{results['rows']:,} rows ({results.get('input_mb', '?')} MB of CSV in 8 files), median of "
+                 f"{results['repeats']} runs; measured {results.get('measured_at', '?')} on {m.get('cores')} cores "
+                 f"({m.get('cpu')}), {m.get('memory_gib')} GiB, {m.get('os')}, Python {m.get('python')}; load "
+                 f"average {la} (a shared machine).")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-airflow", action="store_true", help="skip the airflow dags test run")
+    parser.add_argument("--no-memory", action="store_true", help="skip the 1M vs 4M memory scaling runs")
+    parser.add_argument("--no-engine-instances", action="store_true",
+                        help="skip bench/engine_instances.py (InstanceCount 2 vs 1 on a GIL-bound model)")
+    parser.add_argument("--no-variants", action="store_true",
+                        help="skip the extra runs (pipeline with InstanceCount=1 x 2 threads, shard with numpy)")
+    parser.add_argument("--only-memory", action="store_true",
+                        help="run only the memory scaling and merge it into bench/results/latest.json")
+    parser.add_argument("--results", type=Path, default=RESULTS / "latest.json")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.rows < 1:
+        parser.error("--rows and --repeats must be positive")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    warm_bytecode()
+    if args.only_memory:
+        results = json.loads(args.results.read_text()) if args.results.exists() else {}
+        results["memory_scaling"] = memory_scaling(args.repeats)
+    else:
+        results = run_all(args.rows, args.repeats, with_airflow=not args.no_airflow,
+                          with_variants=not args.no_variants)
+        if not args.no_memory:
+            results["memory_scaling"] = memory_scaling(args.repeats)
+        if not args.no_engine_instances and (BENCH / "engine_instances.py").exists():
+            results["engine_instances"] = engine_instances(args.repeats)
+        print_report(results)
+    args.results.write_text(json.dumps(results, indent=2) + "\n")
+    if all(name in results for name in CONTENDERS):
+        table = markdown_table(results)
+        args.results.with_suffix(".md").write_text(table)
+        print("\n" + table)
+    print(f"\nwrote {args.results.relative_to(REPO) if args.results.is_relative_to(REPO) else args.results}")
+    if all(name in results for name in CONTENDERS):
+        from bench.chart import write_chart
+
+        chart = write_chart(results, args.results.with_suffix(".png"))
+        print(f"wrote {chart.relative_to(REPO) if chart.is_relative_to(REPO) else chart}")
+
+
+if __name__ == "__main__":
+    main()
