@@ -9,7 +9,7 @@ from typing import Any
 
 import pendulum
 
-from airflow_bt.compat import DAG, Param
+from airflow_bt.compat import DAG, Asset, Param
 from airflow_bt.dag_factory.config import load_config
 from airflow_bt.operators.postprocess import PublishPredictionsOperator
 from airflow_bt.operators.shard import ShardInputOperator
@@ -38,6 +38,27 @@ def resolve_root(config: dict[str, Any], default_root: str) -> str:
     return (os.environ.get(ROOT_ENV) or config.get("root_uri") or default_root).rstrip("/")
 
 
+BACKEND_ENV = "AIRFLOW_BT_BACKEND"
+
+
+def resolve_backend(config: dict[str, Any]) -> str:
+    """Default transform backend: ``$AIRFLOW_BT_BACKEND`` (the compose stack sets ``sagemaker``), else the config's."""
+    backend = os.environ.get(BACKEND_ENV) or config["transform"]["backend"]
+    if backend not in ("local", "sagemaker"):
+        raise ValueError(f"${BACKEND_ENV} must be 'local' or 'sagemaker', got {backend!r}")
+    return str(backend)
+
+
+def output_asset(config: dict[str, Any], default_root: str) -> Asset:
+    """The Asset (Dataset on Airflow 2) a scoring DAG updates on each publication.
+
+    Its URI is the model's output root, ``<data root>/output/<model>``; schedule a downstream
+    DAG on it (``schedule=[Asset("file:///.../output/churn")]``) to run after every publication,
+    then follow ``dt=<ds>/_LATEST.json`` to the newest attempt.
+    """
+    return Asset(f"{resolve_root(config, default_root)}/output/{config['model']}")
+
+
 def build_dag(config: dict[str, Any], *, default_root: str) -> DAG:
     """The scoring DAG described by a validated config (see :func:`load_config`)."""
     model = config["model"]
@@ -53,7 +74,7 @@ def build_dag(config: dict[str, Any], *, default_root: str) -> DAG:
         catchup=config["catchup"],
         max_active_runs=config["max_active_runs"],
         tags=["airflow_bt", "batch-scoring", *config["tags"]],
-        doc_md=DOC_MD.format(dag_id=config["dag_id"], model=model, backend=tf["backend"],
+        doc_md=DOC_MD.format(dag_id=config["dag_id"], model=model, backend=resolve_backend(config),
                              schedule=timetable.summary, source=config["_source"]),
         default_args={
             "owner": config["owner"],
@@ -63,7 +84,7 @@ def build_dag(config: dict[str, Any], *, default_root: str) -> DAG:
         params={
             "root_uri": Param(resolve_root(config, default_root), type="string",
                               description="Data root (file:///... or s3://bucket/prefix)"),
-            "backend": Param(tf["backend"], type="string", enum=["local", "sagemaker"],
+            "backend": Param(resolve_backend(config), type="string", enum=["local", "sagemaker"],
                              description="Where the transform runs"),
             "instance_count": Param(tf["instance_count"], type="integer", minimum=1,
                                     description="Transform instances (capped at the shard count)"),
@@ -106,6 +127,12 @@ def build_dag(config: dict[str, Any], *, default_root: str) -> DAG:
         accept=tf["accept"],
         environment=tf["environment"],
         job_name_prefix=model,
+        create_model=tf["create_model"],
+        execution_role_arn=tf["execution_role_arn"],
+        check_interval=tf["check_interval_seconds"],
+        max_ingestion_time=tf["timeout_minutes"] * 60 if tf["timeout_minutes"] else None,
+        price_per_instance_hour=tf["price_per_instance_hour"],
+        **({"deferrable": tf["deferrable"]} if tf["deferrable"] is not None else {}),
         **common,
     )
     publish = PublishPredictionsOperator(
@@ -116,6 +143,7 @@ def build_dag(config: dict[str, Any], *, default_root: str) -> DAG:
         prediction_columns=config["postprocess"]["prediction_columns"],
         model_name=tf["model_name"],
         model_data_url=tf["model_data_url"],
+        outlets=[output_asset(config, default_root)],
         **common,
     )
     wait >> shard >> transform >> publish
