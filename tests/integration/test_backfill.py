@@ -56,8 +56,15 @@ def attempts(root: Path, ds: str) -> dict[str, dict[str, str]]:
     """Each attempt folder of a date -> {file: sha256} (complete attempts only)."""
     out: dict[str, dict[str, str]] = {}
     date_root = root / "output/churn" / f"dt={ds}"
+    inputs = sorted((root / "input/churn" / f"dt={ds}").glob("*.csv"))
+    input_rows = [row for path in inputs for row in path.read_text().splitlines()[1:]]
     for folder in sorted(p for p in date_root.iterdir() if p.is_dir()):
         assert (folder / "_SUCCESS").exists(), f"{folder} has no _SUCCESS"
+        manifest = json.loads((folder / "_manifest.json").read_text())
+        published = [row for part in sorted(folder.glob("part-*.csv")) for row in part.read_text().splitlines()[1:]]
+        # exactly one prediction per input row, in order
+        assert [row.rsplit(",", 1)[0] for row in published] == input_rows
+        assert manifest["rows_in"] == manifest["rows_out"] == len(input_rows)
         out[folder.name] = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.iterdir())}
     return out
 
