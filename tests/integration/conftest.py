@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import pytest
-from airflow_env import airflow, airflow_env
+from airflow_env import PostgresDatabase, airflow, airflow_env, postgres_unavailable_reason
 
 from airflow_bt.demo.data import generate_range
 from airflow_bt.demo.model import train_model
@@ -36,3 +37,16 @@ def sagemaker_stack(tmp_path_factory):
     log = tmp_path_factory.mktemp("local-sagemaker") / "service.log"
     with moto_s3_server() as s3_url, local_sagemaker(s3_url, log) as (sagemaker_url, pid):
         yield Stack(s3_url, sagemaker_url, log, pid)
+
+
+@pytest.fixture
+def pg_database():
+    """A throw-away database on the local PostgreSQL; the test is skipped (reason printed) without one."""
+    reason = postgres_unavailable_reason()
+    if reason:
+        print(f"SKIP: {reason}")
+        pytest.skip(reason)
+    db = PostgresDatabase(f"airflow_bt_test_{uuid.uuid4().hex[:8]}")
+    yield db
+    db.drop()
+

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from pathlib import Path
 
 import pytest
 from airflow_env import (
     AirflowServices,
-    PostgresDatabase,
     airflow,
     airflow_env,
     api_healthy,
     free_port,
-    postgres_unavailable_reason,
     wait_for,
 )
 
@@ -31,17 +28,6 @@ from airflow_bt.demo.model import train_model
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DATES = ["2026-06-01", "2026-06-02", "2026-06-03"]
 DAG_ID = "churn_nightly_scoring"
-
-
-@pytest.fixture
-def pg_database():
-    reason = postgres_unavailable_reason()
-    if reason:
-        print(f"SKIP: {reason}")
-        pytest.skip(reason)
-    db = PostgresDatabase(f"airflow_bt_test_{uuid.uuid4().hex[:8]}")
-    yield db
-    db.drop()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from airflow_env import REPO, airflow, airflow_env
+from data_helpers import corrupt_tenure
 
 pytestmark = pytest.mark.integration
 DS = "2026-06-24"
@@ -26,11 +27,7 @@ def test_malformed_record_fails_the_run_naming_the_input_and_publishes_nothing(a
     shutil.copytree(demo_root / "input", data / "input")
     shutil.copytree(demo_root / "models", data / "models")
     victim = data / "input/churn" / f"dt={DS}" / "customers-0003.csv"
-    lines = victim.read_text().splitlines(keepends=True)
-    fields = lines[5].split(",")
-    fields[4] = "twelve"  # tenure_months
-    lines[5] = ",".join(fields)
-    victim.write_text("".join(lines))
+    corrupt_tenure(victim)
 
     env = airflow_env(airflow_home, data, AIRFLOW__CORE__DAGS_FOLDER=str(dag_folder_without_retries(tmp_path)))
     proc = airflow(env, "dags", "test", "churn_nightly_scoring", DS, check=False)

@@ -8,19 +8,16 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import uuid
 from pathlib import Path
 
 import pytest
 from airflow_env import (
     REPO,
     AirflowServices,
-    PostgresDatabase,
     airflow,
     airflow_env,
     api_healthy,
     free_port,
-    postgres_unavailable_reason,
     wait_for,
 )
 
@@ -44,17 +41,6 @@ with DAG("churn_report", schedule=[Asset(os.environ["AIRFLOW_BT_ROOT"] + "/outpu
          start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False):
     EmptyOperator(task_id="report")
 '''
-
-
-@pytest.fixture
-def pg_database():
-    reason = postgres_unavailable_reason()
-    if reason:
-        print(f"SKIP: {reason}")
-        pytest.skip(reason)
-    db = PostgresDatabase(f"airflow_bt_test_{uuid.uuid4().hex[:8]}")
-    yield db
-    db.drop()
 
 
 def dags_folder(tmp_path: Path) -> Path:

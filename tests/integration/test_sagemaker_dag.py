@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from airflow_env import BIN, REPO, airflow, airflow_env
+from data_helpers import corrupt_tenure
 from sagemaker_stack import SLOW_HANDLER, Stack, model_tarball, upload_tree, wait_for
 
 pytestmark = pytest.mark.integration
@@ -217,11 +218,7 @@ def test_failed_job_fails_the_task_with_the_failure_reason(sagemaker_stack, airf
     data = tmp_path / "data"
     shutil.copytree(demo_root / "input", data / "input")
     victim = data / "input/churn" / f"dt={DS}" / "customers-0003.csv"
-    lines = victim.read_text().splitlines(keepends=True)
-    fields = lines[5].split(",")
-    fields[4] = "twelve"  # tenure_months
-    lines[5] = ",".join(fields)
-    victim.write_text("".join(lines))
+    corrupt_tenure(victim)
     s3 = stack.client("s3")
     bucket = f"bt-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=bucket)
