@@ -86,8 +86,7 @@ def test_clearing_tasks_publishes_new_attempts_and_changes_nothing_earlier(pg_da
         AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL="5",
     )
     airflow(env, "db", "migrate")
-    if AIRFLOW_V3:
-        airflow(env, "dags", "reserialize")
+    airflow(env, "dags", "reserialize")  # the DAGs exist in the DB before they are unpaused and triggered
     for dag_id in (DAG_ID, "churn_report"):
         airflow(env, "dags", "unpause", dag_id)
     components = [["api-server", "--port", str(port)], ["scheduler"]] if AIRFLOW_V3 else [["scheduler"]]
