@@ -7,9 +7,10 @@ last byte written: interpreter start-up and the contender's own imports are not 
 the worker processes the pipeline starts are) and per-phase times.
 
 - ``pipeline``: shard -> local transform (the demo model, the churn DAG's settings:
-  InstanceCount 2, MultiRecord, 6 MB payloads) -> publish, called as the Airflow tasks call
-  them, without Airflow. The handler predicts with ``CHURN_PREDICT_THREADS`` OpenMP threads
-  (default 1 per instance; two instances use the two cores).
+  InstanceCount 1 with MaxConcurrentTransforms 2, MultiRecord, 6 MB payloads) -> publish,
+  called as the Airflow tasks call them, without Airflow. The handler predicts with
+  ``CHURN_PREDICT_THREADS`` OpenMP threads (default 1 per request; two requests in flight use
+  the two cores, as predict releases the GIL).
 - ``naive``: what a user would write instead: ``pandas.read_csv`` of every file,
   ``predict_proba`` of the same model (scikit-learn's default threads: all cores),
   ``DataFrame.to_csv``, in one process.
