@@ -10,8 +10,9 @@ import multiprocessing
 from pathlib import Path
 from typing import Any
 
+from engine_helpers import handler_model, model_tarball, read_outputs, transform_request, write_files
+
 from airflow_bt.transform.local_engine import run_transform_job
-from tests.unit.test_local_engine import job, model_request, model_tarball, outputs, uri, write
 
 
 def _run_in_daemon(request: dict[str, Any], model: dict[str, Any], results: Any) -> None:
@@ -22,9 +23,9 @@ def _run_in_daemon(request: dict[str, Any], model: dict[str, Any], results: Any)
 
 
 def test_two_instances_run_from_a_daemonic_process(tmp_path: Path) -> None:
-    inp = write(tmp_path / "in", {f"part-{i}.csv": f"{i},1\n{i},2\n".encode() for i in range(4)})
-    request = job(inp, uri(tmp_path / "out"), InstanceCount=2)
-    model = model_request(model_tarball(tmp_path, "rowsum"))
+    inp = write_files(tmp_path / "in", {f"part-{i}.csv": f"{i},1\n{i},2\n".encode() for i in range(4)})
+    request = transform_request(inp, (tmp_path / "out").as_uri(), InstanceCount=2)
+    model = handler_model(model_tarball(tmp_path, "rowsum"))
     ctx = multiprocessing.get_context("fork")
     results = ctx.Queue()
     daemon = ctx.Process(target=_run_in_daemon, args=(request, model, results), daemon=True)
@@ -32,4 +33,4 @@ def test_two_instances_run_from_a_daemonic_process(tmp_path: Path) -> None:
     status = results.get(timeout=120)
     daemon.join(timeout=30)
     assert status == "Completed"
-    assert outputs(tmp_path / "out") == {f"part-{i}.csv.out": f"{i + 1}\n{i + 2}\n".encode() for i in range(4)}
+    assert read_outputs(tmp_path / "out") == {f"part-{i}.csv.out": f"{i + 1}\n{i + 2}\n".encode() for i in range(4)}

@@ -13,6 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_helpers import handler_model as model_request
+from engine_helpers import model_tarball
+from engine_helpers import read_outputs as outputs
+from engine_helpers import transform_request as job
+from engine_helpers import write_files as write
 
 from airflow_bt.transform import TransformSpecError
 from airflow_bt.transform.local_engine import run_transform_job
@@ -29,58 +34,6 @@ MODELS = Path(__file__).resolve().parent.parent / "fixtures" / "models"
 
 def uri(path: Path) -> str:
     return path.as_uri()
-
-
-def model_tarball(dest: Path, name: str) -> str:
-    """``model.tar.gz`` of a fixture model folder, as a file:// URI."""
-    out = dest / f"{name}.tar.gz"
-    with tarfile.open(out, "w:gz") as tar:
-        for item in sorted((MODELS / name).rglob("*")):
-            if "__pycache__" not in item.parts:
-                tar.add(item, arcname=str(item.relative_to(MODELS / name)), recursive=False)
-    return uri(out)
-
-
-def model_request(url: str, **env: str) -> dict[str, Any]:
-    container: dict[str, Any] = {"Image": "local/sklearn", "ModelDataUrl": url}
-    if env:
-        container["Environment"] = env
-    return {"ModelName": "test-model", "PrimaryContainer": container}
-
-
-def job(inp: str, out: str, **overrides: Any) -> dict[str, Any]:
-    req: dict[str, Any] = {
-        "TransformJobName": "job-1",
-        "ModelName": "test-model",
-        "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": inp}},
-                           "ContentType": "text/csv", "SplitType": "Line"},
-        "TransformOutput": {"S3OutputPath": out, "Accept": "text/csv", "AssembleWith": "Line"},
-        "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
-        "ModelClientConfig": {"InvocationsMaxRetries": 0},
-    }
-    for key, value in overrides.items():
-        if key in ("SplitType", "CompressionType", "ContentType"):
-            req["TransformInput"][key] = value
-        elif key in ("AssembleWith", "Accept"):
-            req["TransformOutput"][key] = value
-        elif key == "InstanceCount":
-            req["TransformResources"][key] = value
-        else:
-            req[key] = value
-    return req
-
-
-def write(root: Path, files: dict[str, bytes]) -> str:
-    for key, data in files.items():
-        (root / key).parent.mkdir(parents=True, exist_ok=True)
-        (root / key).write_bytes(data)
-    return uri(root) + "/"
-
-
-def outputs(root: Path) -> dict[str, bytes]:
-    if not root.exists():
-        return {}
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture
