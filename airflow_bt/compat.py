@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from airflow import __version__ as AIRFLOW_VERSION
 
@@ -35,11 +35,6 @@ def run_id(context: Context) -> str:
     return str(context["run_id"])
 
 
-def dag_run_conf(context: Context) -> dict[str, Any]:
-    conf = getattr(context.get("dag_run"), "conf", None)
-    return dict(conf or {})
-
-
 __all__ = [
     "AIRFLOW_V3",
     "AIRFLOW_VERSION",
@@ -53,7 +48,6 @@ __all__ = [
     "BaseSensorOperator",
     "Context",
     "Param",
-    "dag_run_conf",
     "run_id",
     "try_number",
 ]

@@ -36,18 +36,10 @@ COLUMNS: tuple[str, ...] = (
     "age",
 )
 CATEGORICAL_COLUMNS: tuple[str, ...] = ("plan", "region")
-NUMERIC_COLUMNS: tuple[str, ...] = (
-    "tenure_months",
-    "monthly_charges",
-    "total_charges",
-    "support_calls",
-    "last_login_days",
-    "num_products",
-    "autopay",
-    "age",
-)
 #: Columns the model ignores (identifiers / raw dates).
 ID_COLUMNS: tuple[str, ...] = ("customer_id", "signup_date")
+#: Every other column, in file order, is a numeric feature.
+NUMERIC_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in CATEGORICAL_COLUMNS + ID_COLUMNS)
 
 PLANS: tuple[str, ...] = ("basic", "standard", "premium")
 PLAN_WEIGHTS = (0.45, 0.35, 0.20)
