@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
+import shlex
 import subprocess
 import sys
 import tarfile
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +29,47 @@ def model_tarball(dest: Path, name: str) -> str:
                 if "__pycache__" not in item.parts:
                     tar.add(item, arcname=str(item.relative_to(MODELS / name)), recursive=False)
     return out.as_uri()
+
+
+def inline_handler(dest: Path, name: str, source: str) -> str:
+    """``model.tar.gz`` whose ``code/inference.py`` is ``source``, as a file:// URI (for one-off fault models)."""
+    out = dest / f"{name}.tar.gz"
+    data = textwrap.dedent(source).encode()
+    with tarfile.open(out, "w:gz") as tar:
+        info = tarfile.TarInfo("code/inference.py")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return out.as_uri()
+
+
+_CRASHING_SERVER = """\
+import os
+import sys
+
+sys.path.insert(0, {fixtures!r})
+import model_server
+
+_score = model_server.score
+
+
+def score(line, content_type, base):
+    if "CRASH" in line:
+        os._exit(1)  # the model server dies mid-request, like an OOM-killed container
+    return _score(line, content_type, base)
+
+
+model_server.score = score
+model_server.main()
+"""
+
+
+def crashing_server_model(dest: Path, **env: str) -> dict[str, Any]:
+    """A CreateModel request whose serve command runs ``model_server.py`` (rowsum), except that the server
+    process exits at once (code 1) when a request holds a row containing ``CRASH``."""
+    script = dest / "crashing_server.py"
+    script.write_text(_CRASHING_SERVER.format(fixtures=str(FIXTURES)))
+    command = f"{{python}} {shlex.quote(str(script))} --port {{port}}"
+    return handler_model("", image="my-registry/crashing:dev", AIRFLOW_BT_SERVE_COMMAND=command, **env)
 
 
 def handler_model(url: str, image: str = "local/sklearn", **env: str) -> dict[str, Any]:

@@ -201,13 +201,14 @@ def _record_error(uri: str, number: int, what: str, exc: Exception) -> DataProce
 
 def iter_processed_payloads(
     stream: BinaryIO, processor: RecordProcessor, *, split_type: str, batch_strategy: str,
-    limit: int | None, uri: str,
+    limit: int | None, uri: str, keep_inputs: bool = False,
 ) -> Iterator[tuple[bytes, int, list[bytes] | None]]:
     """Like :func:`~airflow_bt.records.iter_payloads`, with each record passed through the input
     filter. Yields ``(payload, record_count, input_records)``; ``input_records`` (the records as
-    read, for the join and the output filter) is ``None`` when the answers need no splitting.
+    read, for the join and the output filter) is ``None`` when the answers need no splitting,
+    unless ``keep_inputs`` (the dead-letter reports rejected records as read).
     The payload limit applies to the records as read and to the filtered payload."""
-    keep = processor.needs_answers
+    keep = processor.needs_answers or keep_inputs
     batch: list[bytes] = []
     originals: list[bytes] = []
     size = 0

@@ -9,6 +9,9 @@ picklable tuples:
 - ``("object", instance, ObjectResult)``
 - ``("failed", instance, message)``: the model could not start; none of its objects ran
 - ``("done", instance)``: always last
+
+With ``InstanceSpec.dead_letter`` a failed request is bisected to isolate the records the model
+rejects (:mod:`airflow_bt.transform.dead_letter`).
 """
 
 from __future__ import annotations
@@ -21,8 +24,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from airflow_bt.faults import failpoint
 from airflow_bt.records import RecordProcessor, decompressed, iter_payloads, iter_processed_payloads, payload_limit
 from airflow_bt.storage import Storage, for_uri, scheme_of
+from airflow_bt.transform.dead_letter import (
+    DEFAULT_MAX_RECORDS,
+    Bisector,
+    GiveUp,
+    ObjectLetter,
+    RejectCounter,
+    errors_uri,
+)
 from airflow_bt.transform.invoker import Call, Invoker
 from airflow_bt.transform.plan import InputObject, Knobs, initial_knobs, resolve_knobs
 from airflow_bt.transform.runtime import (
@@ -51,11 +63,17 @@ class InstanceSpec:
     model_request: dict[str, Any]
     objects: list[InputObject]
     storages: dict[str, Storage] = field(default_factory=dict)
+    dead_letter: bool = False
+    dead_letter_max_records: int = DEFAULT_MAX_RECORDS
 
 
 @dataclass(frozen=True)
 class ObjectResult:
-    """How one input object went. ``error`` is ``None`` when its ``.out`` object was written."""
+    """How one input object went. ``error`` is ``None`` when its ``.out`` object was written.
+
+    ``records`` counts the records scored; ``rejected`` those the model rejected (dead-letter),
+    written to ``errors_uri`` (``first_rejected``: ``record <n>: <message>`` of the first one).
+    """
 
     index: int
     key: str
@@ -67,6 +85,9 @@ class ObjectResult:
     payload_bytes: int
     seconds: float
     error: str | None = None
+    rejected: int = 0
+    errors_uri: str | None = None
+    first_rejected: str | None = None
 
 
 class _Counting:
@@ -92,9 +113,11 @@ class _RequestError(Exception):
 class Instance:
     """Runs :class:`InstanceSpec`'s objects through one model runtime, reporting to ``sink``."""
 
-    def __init__(self, spec: InstanceSpec, sink: Sink) -> None:
+    def __init__(self, spec: InstanceSpec, sink: Sink, rejected: RejectCounter | None = None) -> None:
         self.spec = spec
         self.sink = sink
+        self.counter = rejected or RejectCounter()
+        self.bisector: Bisector | None = None
         req = spec.request
         tin, tout = req["TransformInput"], req["TransformOutput"]
         self.split_type = tin.get("SplitType") or "None"
@@ -133,6 +156,10 @@ class Instance:
             self.invoker = Invoker(self.runtime, self.content_type, self.accept, timeout_s=self.timeout_s,
                                    max_retries=self.max_retries, slots=self.knobs.max_concurrent_transforms,
                                    name=f"bt-{i}")
+            if self.spec.dead_letter:
+                self.bisector = Bisector(self.invoker, self.runtime.ping, self.counter,
+                                         max_records=self.spec.dead_letter_max_records,
+                                         split_type=self.split_type, processor=self.processor)
             for obj in self.spec.objects:
                 self.sink(("object", i, self.transform_object(obj)))
         except Exception as exc:  # a bug, or the sink failing: report it rather than hang the engine
@@ -185,22 +212,35 @@ class Instance:
         state = [0, 0, 0]  # records, requests, payload bytes
         counter: _Counting | None = None
         error: str | None = None
+        letter: ObjectLetter | None = None
+        if self.bisector is not None:
+            letter = ObjectLetter(obj.uri, errors_uri(self.spec.request["TransformOutput"]["S3OutputPath"], obj.key))
+            self.bisector.start_object(letter)
         try:
             with self.storage_for(obj.uri).open_read(obj.uri) as raw:
                 counter = _Counting(raw)
                 stream = decompressed(counter, self.compression)  # type: ignore[arg-type]
                 payloads = self._payloads(stream, obj.uri)
                 with self.storage_for(obj.out_uri).open_write(obj.out_uri) as out:
-                    self._requests(obj, payloads, out, state, start)
+                    self._requests(obj, payloads, out, state, start, letter)
+                    if letter is not None:  # the errors object commits before the .out object
+                        letter.commit(self.storage_for(letter.errors_uri), records=state[0])
+            failpoint("transform.after_output", obj.out_uri)
+        except GiveUp as why:
+            error = f"{letter.first_failure if letter else obj.uri}; dead-letter gave up: {why}"
         except _RequestError as exc:
             error = str(exc)
         except Exception as exc:
             msg = str(exc)
             error = msg if obj.uri in msg else f"{obj.uri}: {type(exc).__name__}: {msg}"
+        dl = letter or ObjectLetter(obj.uri, "")
+        rejected = len(dl.rejections) if error is None else 0
         return ObjectResult(
-            index=obj.index, key=obj.key, uri=obj.uri, out_uri=obj.out_uri, records=state[0],
-            requests=state[1], bytes_in=counter.count if counter else 0, payload_bytes=state[2],
-            seconds=time.monotonic() - start, error=error[:_MAX_MESSAGE] if error else None,
+            index=obj.index, key=obj.key, uri=obj.uri, out_uri=obj.out_uri, records=state[0] - len(dl.rejections),
+            requests=state[1] + dl.calls, bytes_in=counter.count if counter else 0,
+            payload_bytes=state[2] + dl.payload_bytes, seconds=time.monotonic() - start,
+            error=error[:_MAX_MESSAGE] if error else None, rejected=rejected,
+            errors_uri=dl.errors_uri if rejected else None, first_rejected=dl.summary() if rejected else None,
         )
 
     def _fail(self, obj: InputObject, state: list[int], n: int, exc: BaseException) -> _RequestError:
@@ -230,12 +270,14 @@ class Instance:
         else:
             yield from iter_processed_payloads(stream, self.processor, split_type=self.split_type,
                                                batch_strategy=knobs.batch_strategy,
-                                               limit=payload_limit(knobs.max_payload_in_mb), uri=uri)
+                                               limit=payload_limit(knobs.max_payload_in_mb), uri=uri,
+                                               keep_inputs=self.bisector is not None)
 
     def _requests(self, obj: InputObject, items: Iterator[tuple[bytes, int, list[bytes] | None]], out: BinaryIO,
-                  state: list[int], start: float) -> None:
+                  state: list[int], start: float, letter: ObjectLetter | None = None) -> None:
         """Up to ``MaxConcurrentTransforms`` requests in flight; answers written in input order."""
-        invoker, processor = self.invoker, self.processor
+        invoker, bisector = self.invoker, self.bisector
+        processor = self.processor if self.processor is not None and self.processor.needs_answers else None
         assert invoker is not None
         limit = self.knobs.max_concurrent_transforms
         pending: deque[tuple[Call, int, list[bytes] | None]] = deque()
@@ -246,10 +288,23 @@ class Instance:
             try:
                 response = invoker.result(call)
             except ModelInvocationError as exc:
-                raise self._fail(obj, state, n, exc) from exc
-            if originals is not None and processor is not None:
-                response = processor.assemble(originals, response, uri=obj.uri, first=state[0] + 1)
-            self._write(out, response)
+                failure = self._fail(obj, state, n, exc)
+                if letter is None or bisector is None:
+                    raise failure from exc
+                try:
+                    pieces = bisector.recover(str(failure), call.payload, n, originals, exc, first=state[0] + 1)
+                except GiveUp as why:
+                    raise _RequestError(f"{failure}; dead-letter gave up: {why}") from exc
+                for answer, inputs, first in pieces:
+                    if inputs is not None and processor is not None:
+                        answer = processor.assemble(inputs, answer, uri=obj.uri, first=first)
+                    self._write(out, answer)
+            else:
+                if bisector is not None:
+                    bisector.answered()
+                if originals is not None and processor is not None:
+                    response = processor.assemble(originals, response, uri=obj.uri, first=state[0] + 1)
+                self._write(out, response)
             state[0] += n
             state[1] += 1
             state[2] += len(call.payload)
@@ -268,6 +323,9 @@ class Instance:
             raise
 
 
-def instance_main(spec: InstanceSpec, queue: Any) -> None:
-    """Entry point of a spawned instance process: run and report through ``queue``."""
-    Instance(spec, queue.put).run()
+def instance_main(spec: InstanceSpec, queue: Any, rejected: Any = None) -> None:
+    """Entry point of a spawned instance process: run and report through ``queue``.
+
+    ``rejected`` is the job's shared count of dead-lettered records (a ``multiprocessing.Value``).
+    """
+    Instance(spec, queue.put, RejectCounter(rejected)).run()

@@ -20,6 +20,10 @@ as in SageMaker); an attempt with no answer after ``InvocationsTimeoutInSeconds`
 ``DataProcessing`` (``InputFilter``, ``JoinSource=Input``, ``OutputFilter``) is applied per
 record for CSV and JSON / JSON Lines (:mod:`airflow_bt.records.dataprocessing`).
 
+``dead_letter=True`` (opt-in, beyond what the service offers) isolates the records the model
+rejects instead of failing their object: they go to ``<S3OutputPath>/errors/<key>.jsonl``, the
+rest are scored, and ``LocalEngineStats`` counts them (:mod:`airflow_bt.transform.dead_letter`).
+
 The model runtime comes from the ``CreateModel`` request (:func:`~airflow_bt.transform.runtime.open_runtime`):
 a Python handler in ``ModelDataUrl``, a running container at an ``http(s)://`` ``Image``, or
 a command in ``AIRFLOW_BT_SERVE_COMMAND`` that the engine starts per instance.
@@ -40,7 +44,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from airflow_bt.logs import LogLike
-from airflow_bt.storage import Storage, for_uri, scheme_of
+from airflow_bt.storage import Storage, for_uri, join_uri, scheme_of
+from airflow_bt.transform.dead_letter import DEFAULT_MAX_RECORDS, ERRORS_FOLDER
 from airflow_bt.transform.instance import Event, Instance, InstanceSpec, ObjectResult, instance_main
 from airflow_bt.transform.plan import InputError, InputObject, assign_instances, list_inputs
 from airflow_bt.transform.runtime import SERVE_COMMAND_ENV, runtime_kind
@@ -115,6 +120,9 @@ class _Monitor:
             else:
                 self.log.info("object %d of %d %s: %d records, %.0f records/s", len(self.results), self.total,
                               result.key, result.records, self._rate(result.records, result.seconds))
+            if result.rejected:
+                self.log.warning("dead-letter: %d record(s) of %s rejected by the model (first: %s); written to %s",
+                                 result.rejected, result.uri, result.first_rejected, result.errors_uri)
             self._report()
         elif kind == "failed":
             self.instance_errors.append(event[2])
@@ -176,7 +184,8 @@ def _children_allowed() -> Iterator[None]:
 def _run_processes(specs: list[InstanceSpec], monitor: _Monitor) -> None:
     ctx = multiprocessing.get_context("spawn")
     events: Any = ctx.Queue()
-    procs = [ctx.Process(target=instance_main, args=(spec, events),
+    rejected = ctx.Value("q", 0)  # the job's dead-lettered records, counted across the instances
+    procs = [ctx.Process(target=instance_main, args=(spec, events, rejected),
                          name=f"airflow-bt-instance-{spec.instance}") for spec in specs]
     finished = False
     try:
@@ -237,7 +246,8 @@ def _failure_reason(objects: list[InputObject], monitor: _Monitor) -> str | None
 
 def run_transform_job(
     request: dict[str, Any], model_request: dict[str, Any], *, aws_conn_id: str | None = None,
-    log: LogLike | None = None, progress: Progress | None = None,
+    log: LogLike | None = None, progress: Progress | None = None, dead_letter: bool = False,
+    dead_letter_max_records: int = DEFAULT_MAX_RECORDS,
 ) -> dict[str, Any]:
     """Run a ``CreateTransformJob`` request locally and return its ``DescribeTransformJob``-shaped result.
 
@@ -246,7 +256,15 @@ def run_transform_job(
     ``TransformJobStatus="Failed"`` with a ``FailureReason``; objects whose requests all
     succeeded still get their ``.out`` objects. ``progress(objects_done, objects_total,
     records_done)`` is called after each object and about once a second while objects run.
+
+    With ``dead_letter`` the records the model rejects are isolated and written to
+    ``<S3OutputPath>/errors/<key>.jsonl`` instead of failing their object, up to
+    ``dead_letter_max_records`` for the job (:mod:`airflow_bt.transform.dead_letter`); the job is
+    ``Completed`` if every object was scored but for such records. ``LocalEngineStats`` has
+    ``rejected`` (records) and ``rejected_objects`` (objects with at least one) either way.
     """
+    if dead_letter_max_records < 0:
+        raise ValueError(f"dead_letter_max_records must be >= 0, got {dead_letter_max_records}")
     validate_transform_request(request)
     validate_model_request(model_request)
     _check_supported(request, model_request)
@@ -282,12 +300,16 @@ def run_transform_job(
         monitor.total = len(objects)
         groups = assign_instances(objects, instance_count)
         log.info("transform job %s: %d objects on %d instance(s)", name, len(objects), len(groups))
+
+        def spec(i: int, group: list[InputObject], stores: dict[str, Storage]) -> InstanceSpec:
+            return InstanceSpec(i, request, model_request, group, stores, dead_letter=dead_letter,
+                                dead_letter_max_records=dead_letter_max_records)
+
         if len(groups) == 1:
-            _run_in_process(InstanceSpec(0, request, model_request, groups[0], storages), monitor)
+            _run_in_process(spec(0, groups[0], storages), monitor)
         else:
             portable = {scheme: store.portable() for scheme, store in storages.items()}
-            _run_processes([InstanceSpec(i, request, model_request, group, portable)
-                            for i, group in enumerate(groups)], monitor)
+            _run_processes([spec(i, group, portable) for i, group in enumerate(groups)], monitor)
 
     ended_at = datetime.now(timezone.utc)
     reason = input_error or _failure_reason(objects, monitor)
@@ -303,8 +325,14 @@ def run_transform_job(
         "payload_bytes": sum(r.payload_bytes for r in monitor.results),
         "seconds": seconds,
         "records_per_second": records / seconds if seconds > 0 else 0.0,
+        "rejected": sum(r.rejected for r in monitor.results),
+        "rejected_objects": sum(1 for r in monitor.results if r.rejected),
     }
     status = "Failed" if reason else "Completed"
+    if dead_letter:
+        log.info("dead-letter: %d record(s) of %d object(s) rejected by the model; errors under %s",
+                 stats["rejected"], stats["rejected_objects"],
+                 join_uri(request["TransformOutput"]["S3OutputPath"], ERRORS_FOLDER) + "/")
     log.info("transform job %s %s: %d of %d objects, %d records in %.1f s (%.0f records/s)", name, status,
              len(ok), len(objects), records, seconds, stats["records_per_second"])
     result: dict[str, Any] = {

@@ -81,8 +81,9 @@ def list_inputs(
     """The job's input objects in order, each with its ``<S3OutputPath>/<key>.out`` URI.
 
     ``S3Prefix``: every object below the prefix (or the one object the URI names);
-    ``ManifestFile``: the manifest's entries. Sizes are looked up for manifests only
-    when ``need_sizes`` (to balance instances).
+    ``ManifestFile``: the manifest's entries, each checked to exist (one listing of the
+    manifest's prefix) so a missing object fails the job before anything runs. ``need_sizes``:
+    look up sizes (to balance instances) for an ``S3Prefix`` naming one object.
     """
     source = request["TransformInput"]["DataSource"]["S3DataSource"]
     uri, data_type = source["S3Uri"], source["S3DataType"]
@@ -91,9 +92,14 @@ def list_inputs(
     if data_type == "ManifestFile":
         prefix, keys = parse_manifest(storage_for(uri).read_bytes(uri), uri)
         store = storage_for(prefix)
+        listed = {obj.key: obj.size for obj in store.list(as_prefix(prefix))}  # one listing, not a stat per key
         for key in keys:
             obj_uri = as_prefix(prefix) + key.lstrip("/")
-            found.append((obj_uri, key, store.stat(obj_uri).size if need_sizes else -1))
+            size = listed.get(key.lstrip("/"))
+            if size is None:
+                raise InputError(f"manifest {uri} names {key!r}, but {obj_uri} does not exist; nothing was "
+                                 "processed (was the object deleted or moved after the manifest was written?)")
+            found.append((obj_uri, key, size))
     else:
         store = storage_for(uri)
         found = [(o.uri, o.key, o.size) for o in store.list(as_prefix(uri))]

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 import tarfile
 from pathlib import Path
@@ -83,6 +84,20 @@ def test_manifest_input(tmp_path: Path, rowsum: dict[str, Any]) -> None:
     result = run_transform_job(req, rowsum)
     assert result["TransformJobStatus"] == "Completed"
     assert outputs(tmp_path / "out") == {"b.csv.out": b"5\n", "x/a.csv.out": b"2\n"}
+
+
+def test_manifest_naming_a_missing_object_fails_before_anything_runs(tmp_path: Path, rowsum: dict[str, Any]
+                                                                     ) -> None:
+    data = write(tmp_path / "data", {"a.csv": b"1,1\n"})
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps([{"prefix": data}, "a.csv", "gone.csv"]))
+    req = job(uri(manifest), uri(tmp_path / "out"))
+    req["TransformInput"]["DataSource"]["S3DataSource"]["S3DataType"] = "ManifestFile"
+    result = run_transform_job(req, rowsum)
+    assert result["TransformJobStatus"] == "Failed"
+    assert re.search(r"manifest .*manifest\.json names 'gone\.csv', but .*/data/gone\.csv does not exist; "
+                     r"nothing was processed", result["FailureReason"])
+    assert outputs(tmp_path / "out") == {}  # not even a.csv ran
 
 
 def test_gzip_input(tmp_path: Path, rowsum: dict[str, Any]) -> None:
