@@ -128,6 +128,7 @@ def pipeline_settings() -> dict[str, Any]:
     return {
         "target_shard_mb": float(config["shard"]["target_shard_mb"]),
         "max_shards": int(config["shard"]["max_shards"]),
+        "validation": config["shard"]["validation"],
         "format": config["input"]["format"],
         "model_name": config["transform"]["model_name"],
         "image": config["transform"]["image"] or "sagemaker-scikit-learn",

@@ -71,7 +71,7 @@ def run_pipeline(data: Dataset, out: Path, *, verbose: bool = False, instance_co
         store, input_uri, layout.step_prefix("shard", 1), layout.step_file("shard", 1, ".manifest"),
         layout.step_file("shard", 1, ".json"), data_format=settings["format"],
         target_shard_mb=settings["target_shard_mb"], min_shards=instances, max_shards=settings["max_shards"],
-        logger=log,
+        validation=settings["validation"], max_record_bytes=settings["max_payload_mb"] * 1024 * 1024, logger=log,
     )
     sharded = time.perf_counter()
     request = build_transform_request(
@@ -175,8 +175,10 @@ def _used_columns(model: Any) -> set[str]:
     return used
 
 
-def run_shard(data: Dataset, out: Path, shards: int, *, numpy_loaded: bool = False) -> dict[str, Any]:
-    """The shard step alone, over the one concatenated file, into exactly ``shards`` shards.
+def run_shard(data: Dataset, out: Path, shards: int, *, numpy_loaded: bool = False, validation: str | None = None
+              ) -> dict[str, Any]:
+    """The shard step alone, over the one concatenated file, into exactly ``shards`` shards, with the churn
+    DAG's record checks (``shard.validation``) unless ``validation`` says otherwise.
 
     As in a fresh Airflow task, numpy is not loaded: the step counts records with numpy only
     for partitions of at least ``NUMPY_MIN_BYTES`` (and then its import is timed). With
@@ -187,6 +189,7 @@ def run_shard(data: Dataset, out: Path, shards: int, *, numpy_loaded: bool = Fal
     from airflow_bt.steps.shard import shard_partition
     from airflow_bt.storage import for_uri
 
+    settings = pipeline_settings()
     source = file_uri(data.concat_dir) + "/"
     root = file_uri(out)
     store = for_uri(source)
@@ -195,12 +198,13 @@ def run_shard(data: Dataset, out: Path, shards: int, *, numpy_loaded: bool = Fal
     summary = shard_partition(store, source, f"{root}/shard-1/", f"{root}/shard-1.manifest",
                               f"{root}/shard-1.json", data_format="csv",
                               target_shard_mb=size_mb / shards * 1.01, min_shards=shards, max_shards=shards,
-                              logger=_logger(False))
+                              validation=validation or settings["validation"],
+                              max_record_bytes=settings["max_payload_mb"] * 1024 * 1024, logger=_logger(False))
     seconds = time.perf_counter() - started
     if summary["records"] != data.rows or len(summary["shards"]) != shards:
         raise RuntimeError(f"sharded {summary['records']} rows into {len(summary['shards'])} shards")
     return {"wall_s": seconds, "rows": summary["records"], "shards": len(summary["shards"]),
-            "numpy_loaded": "numpy" in sys.modules}
+            "numpy_loaded": "numpy" in sys.modules, "validation": validation or settings["validation"]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -211,6 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shards", type=int, default=2, help="shard: how many shards")
     parser.add_argument("--numpy-loaded", action="store_true",
                         help="shard: import numpy before the clock starts (the step then counts with it)")
+    parser.add_argument("--validation", choices=["standard", "fast", "strict"], default=None,
+                        help="shard: record checks (default: the churn DAG's shard.validation)")
     parser.add_argument("--instances", type=int, default=None, help="pipeline: InstanceCount (default: config)")
     parser.add_argument("--concurrency", type=int, default=None,
                         help="pipeline: MaxConcurrentTransforms (default: config)")
@@ -225,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.contender == "floor":
         result = run_floor(data, args.out)
     else:
-        result = run_shard(data, args.out, args.shards, numpy_loaded=args.numpy_loaded)
+        result = run_shard(data, args.out, args.shards, numpy_loaded=args.numpy_loaded, validation=args.validation)
     result["vmhwm_kb"] = own_peak_kb()
     print(RESULT_PREFIX + json.dumps(result), flush=True)
 

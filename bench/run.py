@@ -48,6 +48,8 @@ VARIANTS = {  # measured beside the contenders, for the report; not in the ratio
                     "one request each) instead of the DAG's one process with two requests in flight",
     "shard_numpy_loaded": "the shard step in a process that has numpy loaded already: it then counts records "
                           "with numpy (a fresh process does so only for partitions of 512 MiB or more)",
+    "shard_standard": "the shard step with `shard.validation: standard` (the default; the churn DAG uses fast): "
+                      "CSV field counts checked per block by counting commas",
 }
 SHARD_REPEATS = 5
 MEMORY_ROWS = (1_000_000, 4_000_000)
@@ -264,6 +266,8 @@ def run_all(rows: int, repeats: int, *, with_airflow: bool, with_variants: bool 
         "split": lambda run: _split(data, shards, run),
         **({"shard_numpy_loaded": lambda run: _python_contender("shard", rows, run, "--shards", str(shards),
                                                                 "--numpy-loaded")} if with_variants else {}),
+        **({"shard_standard": lambda run: _python_contender("shard", rows, run, "--shards", str(shards),
+                                                            "--validation", "standard")} if with_variants else {}),
     }, max(repeats, SHARD_REPEATS)))
     results: dict[str, Any] = {
         "rows": rows,

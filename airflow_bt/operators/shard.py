@@ -25,11 +25,20 @@ class ShardInputOperator(BatchStepOperator):
     :param target_shard_mb: aim for shards of about this size.
     :param min_shards: at least this many shards (e.g. the transform's instance count).
     :param max_shards: at most this many shards.
+    :param max_record_bytes: the transform's payload limit in bytes: a longer record is a bad record
+        (``0``/``None``: no limit).
+    :param validation: ``standard``, ``fast`` (CSV field counts left to the publish step) or ``strict``
+        (every line parsed); see :mod:`airflow_bt.steps.input_checks`.
+    :param on_bad_record: ``fail`` (the first bad record fails the task, naming object, line and problem)
+        or ``quarantine`` (bad records go with their reasons to ``shard-<try>.errors.jsonl``, which the
+        publish step copies to the attempt's ``errors/``; the good ones are scored).
+    :param max_bad_records: with ``quarantine``, more bad records than this fail the task.
     :param aws_conn_id: the AWS connection for ``s3://`` URIs.
     """
 
     template_fields: Sequence[str] = (
         "input_uri", "work_uri", "data_format", "target_shard_mb", "min_shards", "max_shards", "aws_conn_id",
+        "max_record_bytes", "validation", "on_bad_record", "max_bad_records",
     )
     ui_color = "#e8f4fd"
 
@@ -42,6 +51,10 @@ class ShardInputOperator(BatchStepOperator):
         target_shard_mb: float | str = 64,
         min_shards: int | str = 1,
         max_shards: int | str = 1000,
+        max_record_bytes: int | str | None = None,
+        validation: str = "standard",
+        on_bad_record: str = "fail",
+        max_bad_records: int | str = 1000,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -51,6 +64,10 @@ class ShardInputOperator(BatchStepOperator):
         self.target_shard_mb = target_shard_mb
         self.min_shards = min_shards
         self.max_shards = max_shards
+        self.max_record_bytes = max_record_bytes
+        self.validation = validation
+        self.on_bad_record = on_bad_record
+        self.max_bad_records = max_bad_records
 
     def execute(self, context: Context) -> dict[str, Any]:
         attempt = try_number(context)
@@ -70,6 +87,11 @@ class ShardInputOperator(BatchStepOperator):
                 target_shard_mb=float(self.target_shard_mb),
                 min_shards=int(self.min_shards),
                 max_shards=int(self.max_shards),
+                max_record_bytes=int(self.max_record_bytes or 0) or None,
+                validation=str(self.validation),
+                on_bad_record=str(self.on_bad_record),
+                errors_uri=layout.step_file("shard", attempt, ".errors.jsonl"),
+                max_bad_records=int(self.max_bad_records),
                 logger=self.log,
             )
         except ShardInputError as exc:
@@ -86,4 +108,5 @@ class ShardInputOperator(BatchStepOperator):
             "shards": len(summary["shards"]),
             "records": summary["records"],
             "input_objects": len(summary["inputs"]),
+            "bad_records": summary["bad_records"],
         }

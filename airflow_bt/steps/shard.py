@@ -20,13 +20,16 @@ import logging
 import math
 import sys
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from airflow_bt.faults import failpoint
 from airflow_bt.logs import LogLike
+from airflow_bt.steps.input_checks import BAD_RECORD_MODES, BOM, VALIDATION_MODES, BadRecord, RecordRules
 from airflow_bt.storage.base import ObjectInfo, Storage
 from airflow_bt.storage.uris import join_uri
 
@@ -36,6 +39,7 @@ BLOCK_BYTES = 4 * 1024 * 1024
 #: numpy is always used.
 NUMPY_MIN_BYTES = 512 * 1024 * 1024
 _NUMPY_MIN_RANGE = 64 * 1024  # below this, bytearray.count is as fast as the others
+_MAX_LINE = 256 * 1024 * 1024  # a "line" longer than this is not line-delimited data
 FORMATS = {"csv": "text/csv", "jsonl": "application/jsonlines"}
 _EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 log = logging.getLogger(__name__)
@@ -118,6 +122,11 @@ class _ShardSink:
     _out: BinaryIO | None = None
 
     @property
+    def total_records(self) -> int:
+        """Records written so far, in every shard."""
+        return sum(s["records"] for s in self.written) + self.records
+
+    @property
     def is_last(self) -> bool:
         return len(self.written) >= self.count - 1
 
@@ -191,6 +200,7 @@ class _ShardSink:
         stack, self._stack, self._out = self._stack, None, None
         if stack is not None:
             stack.close()
+            failpoint("shard.after_shard", self.prefix)
 
     def _io_abort(self) -> None:
         stack, self._stack, self._out = self._stack, None, None
@@ -209,6 +219,11 @@ def shard_partition(
     target_shard_mb: float = 64.0,
     min_shards: int = 1,
     max_shards: int = 1000,
+    max_record_bytes: int | None = None,
+    validation: str = "standard",
+    on_bad_record: str = "fail",
+    errors_uri: str | None = None,
+    max_bad_records: int = 1000,
     logger: LogLike | None = None,
 ) -> dict[str, Any]:
     """Shard every data object under ``input_prefix`` into ``shard_prefix/part-NNNNN.<ext>``.
@@ -217,75 +232,93 @@ def shard_partition(
     ``max_shards``. Writes a SageMaker ``ManifestFile`` listing the shards to ``manifest_uri`` and,
     last, a JSON summary (header, formats, per-input and per-shard record counts) to
     ``summary_uri``; returns that summary.
+
+    Every record is checked (:mod:`airflow_bt.steps.input_checks`; ``max_record_bytes`` is the
+    transform's payload limit). A bad record fails the step with :class:`ShardInputError` naming
+    the object, line, byte offset and problem (``on_bad_record="fail"``), or is written with its
+    reason to ``errors_uri`` (``"quarantine"``; more than ``max_bad_records`` fail the step). A
+    corrupt gzip stream, a header that differs between objects, or no objects at all always fail.
     """
     logger = logger or log
     started = time.monotonic()
+    if validation not in VALIDATION_MODES:
+        raise ShardInputError(f"validation must be one of {', '.join(VALIDATION_MODES)}; got {validation!r}")
+    if on_bad_record not in BAD_RECORD_MODES:
+        raise ShardInputError(f"on_bad_record must be one of {', '.join(BAD_RECORD_MODES)}; got {on_bad_record!r}")
+    quarantine = on_bad_record == "quarantine"
+    if quarantine and not errors_uri:
+        raise ValueError("on_bad_record='quarantine' needs an errors_uri")
     objects, fmt = list_inputs(store, input_prefix, data_format)
     total_bytes = sum(obj.size for obj in objects)
     count = max(int(min_shards), math.ceil(total_bytes / max(1.0, target_shard_mb * 1024 * 1024)))
     count = max(1, min(count, int(max_shards)))
     extension = ".csv" if fmt == "csv" else ".jsonl"
     sink = _ShardSink(store, shard_prefix, extension, count, max(1, math.ceil(total_bytes / count)))
-    logger.info("sharding %d object(s), %.1f MB of %s, into up to %d shard(s) under %s",
-                len(objects), total_bytes / 1e6, fmt, count, shard_prefix)
+    rules = RecordRules(fmt, max_record_bytes=max_record_bytes or None, validation=validation,
+                        quarantine=quarantine)
+    errors = _BadRecords(store, errors_uri or "", quarantine, int(max_bad_records))
+    logger.info("sharding %d object(s), %.1f MB of %s, into up to %d shard(s) under %s (validation %s, bad "
+                "records: %s)", len(objects), total_bytes / 1e6, fmt, count, shard_prefix, validation, on_bad_record)
 
     # two buffers: one is read and counted while the other one's pieces are being written
     use_numpy = "numpy" in sys.modules or total_bytes >= NUMPY_MIN_BYTES
-    buffers = [_Block(bytearray(BLOCK_BYTES), use_numpy) for _ in range(2)]
-    turn = 0
+    reader = _ObjectReader(sink, [_Block(bytearray(BLOCK_BYTES), use_numpy) for _ in range(2)], rules, errors,
+                           logger, started, total_bytes)
     header: bytes | None = None
     header_source = ""
     inputs: list[dict[str, Any]] = []
-    done_bytes = 0
-    last_log = started
     try:
         for index, obj in enumerate(objects, start=1):
-            records_before = sum(s["records"] for s in sink.written) + sink.records
-            with _open_object(store, obj) as stream:
-                if fmt == "csv":
-                    line = stream.readline()
-                    if not line:
-                        logger.warning("%s is empty (no header, no rows); skipping it", obj.uri)
-                        inputs.append({"uri": obj.uri, "size": obj.size, "etag": obj.etag, "records": 0})
-                        continue
-                    this_header = line.rstrip(b"\r\n")
-                    if header is None:
-                        header, header_source = this_header, obj.uri
-                    elif this_header != header:
-                        raise ShardInputError(
-                            f"{obj.uri}: header {this_header.decode(errors='replace')!r} differs from "
-                            f"{header.decode(errors='replace')!r} in {header_source}; all input files of a "
-                            "partition must share one header"
-                        )
-                last = b"\n"
-                while True:
-                    block = buffers[turn]
-                    turn = 1 - turn
-                    block.wait_written()
-                    size = _fill(stream, block.buffer)
-                    if not size:
-                        break
-                    last = bytes(block.buffer[size - 1 : size])
-                    _copy_block(sink, block, size)
-                    done_bytes += size
-                    now = time.monotonic()
-                    if now - last_log >= 5:
-                        last_log = now
-                        logger.info("sharded %.1f of ~%.1f MB (%.0f MB/s)", done_bytes / 1e6,
-                                    total_bytes / 1e6, done_bytes / 1e6 / (now - started))
-                if last != b"\n":
-                    sink.write(b"\n", 1)  # the object's last record lacked its newline
-            records = sum(s["records"] for s in sink.written) + sink.records - records_before
-            inputs.append({"uri": obj.uri, "size": obj.size, "etag": obj.etag, "records": records})
-            logger.info("object %d of %d: %s, %d records", index, len(objects), obj.key, records)
+            records_before, bad_before = sink.total_records, errors.count
+            try:
+                with _open_object(store, obj) as stream:
+                    carry = b""
+                    if fmt == "csv":
+                        line = stream.readline(_MAX_LINE)
+                        if not line.strip():
+                            logger.warning("%s is empty (no header, no rows); skipping it", obj.uri)
+                            inputs.append({"uri": obj.uri, "size": obj.size, "etag": obj.etag, "records": 0})
+                            continue
+                        this_header = _check_header(obj.uri, line, logger)
+                        if header is None:
+                            header, header_source = this_header, obj.uri
+                            rules.set_header(header)
+                        elif this_header != header:
+                            raise ShardInputError(
+                                f"{obj.uri} line 1: header {this_header.decode(errors='replace')!r} differs from "
+                                f"{header.decode(errors='replace')!r} in {header_source}; all input files of a "
+                                "partition must share one header (quarantine does not apply to headers)"
+                            )
+                        reader.read(stream, obj.uri, first_line=2, offset=len(line), carry=b"")
+                    else:
+                        carry = stream.read(len(BOM))
+                        if carry == BOM:
+                            logger.info("%s starts with a UTF-8 byte order mark; it is dropped", obj.uri)
+                        reader.read(stream, obj.uri, first_line=1, offset=len(BOM) if carry == BOM else 0,
+                                    carry=b"" if carry == BOM else carry)
+            except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+                raise ShardInputError(
+                    f"{obj.uri}: corrupt gzip data after {reader.offset} decompressed bytes (line {reader.line}): "
+                    f"{type(exc).__name__}: {exc}; re-export the object (a damaged compressed stream has no "
+                    "record boundaries to recover, so quarantine does not apply)"
+                ) from None
+            records = sink.total_records - records_before
+            bad = errors.count - bad_before
+            inputs.append({"uri": obj.uri, "size": obj.size, "etag": obj.etag, "records": records,
+                           **({"bad_records": bad} if bad else {})})
+            logger.info("object %d of %d: %s, %d records%s", index, len(objects), obj.key, records,
+                        f", {bad} bad record(s) quarantined" if bad else "")
         sink.finish()
+        errors.finish()
     except BaseException:
         sink.abort()
+        errors.abort()
         raise
 
     shards = sink.written
     manifest: list[Any] = [{"prefix": shard_prefix}, *[s["key"] for s in shards]]
     store.put_bytes(manifest_uri, json.dumps(manifest, indent=1).encode())
+    failpoint("shard.before_summary", shard_prefix)
     seconds = time.monotonic() - started
     records = sum(s["records"] for s in shards)
     summary = {
@@ -299,13 +332,170 @@ def shard_partition(
         "summary_uri": summary_uri,
         "shards": shards,
         "records": records,
+        "bad_records": errors.count,
+        "errors_uri": errors_uri if errors.count else None,
+        "blank_lines": reader.blank,
         "bytes": total_bytes,
         "seconds": round(seconds, 3),
     }
     store.put_bytes(summary_uri, json.dumps(summary, indent=1).encode())
+    failpoint("shard.before_return", summary_uri)
+    if errors.count:
+        logger.warning("%d bad record(s) quarantined to %s (shard.on_bad_record: quarantine); first: %s",
+                       errors.count, errors_uri, errors.first)
+    if reader.blank:
+        logger.info("skipped %d blank line(s)", reader.blank)
     logger.info("sharded %d records from %d object(s) into %d shard(s) in %.2f s (%.0f records/s)",
                 records, len(objects), len(shards), seconds, records / seconds if seconds else 0.0)
     return summary
+
+
+def _check_header(uri: str, line: bytes, logger: LogLike) -> bytes:
+    if line.startswith(BOM):
+        logger.info("%s starts with a UTF-8 byte order mark; it is dropped", uri)
+        line = line[len(BOM):]
+    if not line.endswith(b"\n") and len(line) >= _MAX_LINE:
+        raise ShardInputError(f"{uri} line 1: no newline in the first {_MAX_LINE} bytes; is this CSV?")
+    header = line.rstrip(b"\r\n")
+    try:
+        header.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ShardInputError(f"{uri} line 1 (byte offset {exc.start}): the header is not valid UTF-8") from None
+    if header.count(b'"') % 2:
+        raise ShardInputError(f"{uri} line 1: the header has an unbalanced double quote")
+    return header
+
+
+@dataclass
+class _BadRecords:
+    """Bad records: the first one fails the step, or (quarantine) each is appended to the errors object."""
+
+    store: Storage
+    uri: str
+    quarantine: bool
+    limit: int
+    count: int = 0
+    first: str = ""
+    _stack: contextlib.ExitStack | None = None
+    _out: BinaryIO | None = None
+
+    def add(self, bad: list[BadRecord]) -> None:
+        if not bad:
+            return
+        if not self.quarantine:
+            raise ShardInputError(bad[0].message())
+        if self.count + len(bad) > self.limit:
+            raise ShardInputError(
+                f"more than {self.limit} bad records (shard.max_bad_records): the input looks wrong as a whole, "
+                f"not record by record; the latest: {bad[-1].message()}")
+        if self._out is None:
+            self._stack = contextlib.ExitStack()
+            self._out = self._stack.enter_context(self.store.open_write(self.uri))
+            self.first = bad[0].message()
+        self._out.write(b"".join(json.dumps(b.as_json()).encode() + b"\n" for b in bad))
+        self.count += len(bad)
+
+    def finish(self) -> None:
+        stack, self._stack, self._out = self._stack, None, None
+        if stack is not None:
+            stack.close()
+
+    def abort(self) -> None:
+        stack, self._stack, self._out = self._stack, None, None
+        if stack is not None:
+            stack.__exit__(RuntimeError, RuntimeError("shard step failed"), None)
+
+
+class _ObjectReader:
+    """Streams one object's records into the shards through the record checks, a block at a time.
+
+    Blocks end at the last complete line; the rest is carried to the front of the next block.
+    A block the fast checks vouch for is copied as it is; any other one goes through the exact
+    line-by-line scan, whose good records are copied and bad ones reported.
+    """
+
+    def __init__(self, sink: _ShardSink, buffers: list[_Block], rules: RecordRules, errors: _BadRecords,
+                 logger: LogLike, started: float, total_bytes: int) -> None:
+        self.sink, self.buffers, self.rules, self.errors = sink, buffers, rules, errors
+        self.logger, self.started, self.total_bytes = logger, started, total_bytes
+        self.turn = 0
+        self.offset = 0  # of the current object, decompressed
+        self.line = 1
+        self.blank = 0
+        self.done_bytes = 0
+        self.last_log = started
+
+    def read(self, stream: BinaryIO, uri: str, *, first_line: int, offset: int, carry: bytes) -> None:
+        self.line, self.offset = first_line, offset
+        eof = False
+        while True:
+            block = self.buffers[self.turn]
+            self.turn = 1 - self.turn
+            block.wait_written()
+            buffer = block.buffer
+            buffer[: len(carry)] = carry
+            size = len(carry)
+            if not eof:
+                got = _fill(stream, buffer, size)
+                eof = size + got < len(buffer)
+                size += got
+                self.done_bytes += got
+            if size == 0:
+                return
+            if eof and buffer[size - 1] != 0x0A:  # the object's last record lacks its newline
+                buffer[size] = 0x0A
+                size += 1
+            end = buffer.rfind(b"\n", 0, size) + 1
+            if end == 0:  # a full block without a newline: one record longer than a block
+                carry = self._long_record(stream, uri, bytes(buffer[:size]), len(buffer))
+                continue
+            # the tail after the last newline holds none: a full buffer is counted without slicing it
+            records = block.count(0, size if size == len(buffer) else end)
+            if self.rules.looks_clean(buffer, end, records, block.count):
+                block.last_write = _copy_into_shards(self.sink, buffer, end, records, block.count)
+                used, self.line = end, self.line + records
+            else:
+                used = self._scan(bytes(buffer[:end]), uri, at_eof=eof and end == size,
+                                  block_bytes=len(buffer))
+            self.offset += used
+            carry = bytes(buffer[used:size])
+            self._log_progress()
+            if eof and not carry:
+                return
+
+    def _scan(self, data: bytes, uri: str, *, at_eof: bool, block_bytes: int) -> int:
+        result = self.rules.scan(data, uri=uri, first_line=self.line, offset=self.offset, at_eof=at_eof)
+        if len(data) - result.consumed > block_bytes // 2:  # an open quoted field this long never closes
+            result = self.rules.scan(data, uri=uri, first_line=self.line, offset=self.offset, at_eof=True)
+        self.errors.add(result.bad)
+        if result.good:
+            _copy_into_shards(self.sink, result.good, len(result.good), result.good_records,
+                              lambda start, end, byte=10: result.good.count(bytes((byte,)), start, end))
+        self.line += result.lines
+        self.blank += result.blank
+        return result.consumed
+
+    def _long_record(self, stream: BinaryIO, uri: str, head: bytes, block_bytes: int) -> bytes:
+        """Scan one record longer than a block (read to its newline); returns what is carried over."""
+        data = head + stream.readline(_MAX_LINE)
+        self.done_bytes += len(data) - len(head)
+        at_eof = not data.endswith(b"\n")
+        if at_eof:
+            if len(data) >= _MAX_LINE:
+                raise ShardInputError(f"{uri} line {self.line} (byte offset {self.offset}): no newline within "
+                                      f"{len(data)} bytes; is this line-delimited {self.rules.fmt.upper()}?")
+            data += b"\n"
+        used = self._scan(data, uri, at_eof=at_eof, block_bytes=block_bytes)
+        self.offset += used
+        return data[used:]
+
+    def _log_progress(self) -> None:
+        now = time.monotonic()
+        if now - self.last_log >= 5:
+            self.last_log = now
+            self.logger.info("sharded %.1f of ~%.1f MB (%.0f MB/s), %d records so far", self.done_bytes / 1e6,
+                             self.total_bytes / 1e6, self.done_bytes / 1e6 / (now - self.started),
+                             self.sink.total_records)
 
 
 def shard_origins(summary: dict[str, Any]) -> dict[str, str]:
@@ -355,14 +545,16 @@ class _Block:
         self._bytes = np.frombuffer(buffer, dtype=np.uint8)
         self._hits = np.empty(len(buffer), dtype=np.bool_)
 
-    def count(self, start: int, end: int) -> int:
-        """How many ``b"\\n"`` are in ``buffer[start:end]``."""
+    def count(self, start: int, end: int, byte: int = 0x0A) -> int:
+        """How many ``byte`` (default ``b"\\n"``) are in ``buffer[start:end]``."""
         if end - start < _NUMPY_MIN_RANGE:
-            return self.buffer.count(b"\n", start, end)
+            return self.buffer.count(bytes((byte,)), start, end)
         if self._np is not None:
             hits = self._hits[: end - start]
-            self._np.equal(self._bytes[start:end], 10, out=hits)
+            self._np.equal(self._bytes[start:end], byte, out=hits)
             return int(self._np.count_nonzero(hits))
+        if byte != 0x0A:
+            return self.buffer.count(bytes((byte,)), start, end)
         # bytearray.count tests byte by byte; replace() finds newlines with memchr and is ~1.7x faster
         # even though it builds a copy without them
         part = self.buffer if start == 0 and end == len(self.buffer) else self.buffer[start:end]
@@ -375,37 +567,39 @@ class _Block:
             self.last_write = None
 
 
-def _fill(stream: BinaryIO, buffer: bytearray) -> int:
-    """Read the next block into ``buffer``; returns how many bytes it holds (0 at the end)."""
+def _fill(stream: BinaryIO, buffer: bytearray, start: int = 0) -> int:
+    """Read into ``buffer[start:]`` until it is full or the stream ends; returns how many bytes were read."""
     readinto = getattr(stream, "readinto", None)
     if readinto is None:  # pragma: no cover - every stream the storages return has readinto
-        block = stream.read(len(buffer))
-        buffer[: len(block)] = block
+        block = stream.read(len(buffer) - start)
+        buffer[start : start + len(block)] = block
         return len(block)
     view = memoryview(buffer)
-    filled = 0
+    filled = start
     while filled < len(buffer):  # raw and network streams may return less than asked
         got = readinto(view[filled:])
         if not got:
             break
         filled += got
-    return filled
+    return filled - start
 
 
-def _copy_block(sink: _ShardSink, block: _Block, size: int) -> None:
-    """Copy ``block.buffer[:size]`` into the shards, cutting a shard at the first newline past its target size."""
-    buffer, pos = block.buffer, 0
-    view = memoryview(buffer)
-    while pos < size:
+def _copy_into_shards(sink: _ShardSink, data: bytearray | bytes, end: int, records: int,
+                      count: Callable[..., int]) -> Future[None] | None:
+    """Copy ``data[:end]`` (``records`` complete lines) into the shards, cutting at the first newline past a
+    shard's target size; returns the last write (``data`` must not change until it is done)."""
+    view = memoryview(data)
+    pos, last = 0, None
+    while pos < end:
         room = sink.room()
-        if size - pos <= room:
-            block.last_write = sink.write(view[pos:size], block.count(pos, size))
-            return
-        cut = buffer.find(b"\n", pos + max(int(room), 1) - 1, size)
-        if cut < 0:
-            # the record crossing the target continues in the next block
-            block.last_write = sink.write(view[pos:size], block.count(pos, size))
-            return
-        block.last_write = sink.write(view[pos : cut + 1], block.count(pos, cut + 1))
+        if end - pos <= room:
+            return sink.write(view[pos:end], records)
+        cut = data.find(b"\n", pos + max(int(room), 1) - 1, end)
+        if cut < 0 or cut + 1 == end:
+            return sink.write(view[pos:end], records)
+        n = count(pos, cut + 1)
+        last = sink.write(view[pos : cut + 1], n)
+        records -= n
         sink.cut()
         pos = cut + 1
+    return last

@@ -75,7 +75,7 @@ def test_missing_trailing_newline_is_one_record(tmp_path):
 def test_header_mismatch_names_the_file(tmp_path):
     write_csv(tmp_path / "in", "a.csv", ["1,a,1"])
     write_csv(tmp_path / "in", "b.csv", ["2,b,2"], header="id,name,points")
-    with pytest.raises(ShardInputError, match=r"b\.csv: header 'id,name,points' differs from 'id,name,score'"):
+    with pytest.raises(ShardInputError, match=r"b\.csv line 1: header 'id,name,points' differs from 'id,name,score'"):
         run(tmp_path)
     assert not (tmp_path / "work" / "shard-1.json").exists()
 
