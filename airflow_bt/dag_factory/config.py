@@ -59,6 +59,9 @@ SCHEMA: dict[str, Any] = {
     "shard": {
         "target_shard_mb": Field((int, float), default=64, minimum=0.001),
         "max_shards": Field(int, default=1000, minimum=1),
+        "validation": Field(str, default="standard", choices=("standard", "fast", "strict")),
+        "on_bad_record": Field(str, default="fail", choices=("fail", "quarantine")),
+        "max_bad_records": Field(int, default=1000, minimum=0),
     },
     "transform": {
         "backend": Field(str, default="local", choices=("local", "sagemaker")),
@@ -73,6 +76,8 @@ SCHEMA: dict[str, Any] = {
         "max_concurrent_transforms": Field(int, default=None, minimum=0),
         "accept": Field(str, default="text/csv"),
         "environment": Field(dict, default={}),
+        "dead_letter": Field(bool, default=False),
+        "dead_letter_max_records": Field(int, default=100, minimum=0),
         # backend sagemaker: model creation, waiting, cost
         "create_model": Field(bool, default=True),
         "execution_role_arn": Field(str, default=None),

@@ -109,6 +109,10 @@ def build_dag(config: dict[str, Any], *, default_root: str) -> DAG:
         target_shard_mb=config["shard"]["target_shard_mb"],
         min_shards="{{ params.instance_count }}",
         max_shards=config["shard"]["max_shards"],
+        validation=config["shard"]["validation"],
+        on_bad_record=config["shard"]["on_bad_record"],
+        max_bad_records=config["shard"]["max_bad_records"],
+        max_record_bytes=tf["max_payload_mb"] * 1024 * 1024,
         **common,
     )
     transform = BatchTransformOperator(
@@ -124,6 +128,8 @@ def build_dag(config: dict[str, Any], *, default_root: str) -> DAG:
         batch_strategy=tf["batch_strategy"],
         max_payload_mb=tf["max_payload_mb"],
         max_concurrent_transforms=tf["max_concurrent_transforms"],
+        dead_letter=tf["dead_letter"],
+        dead_letter_max_records=tf["dead_letter_max_records"],
         accept=tf["accept"],
         environment=tf["environment"],
         job_name_prefix=model,

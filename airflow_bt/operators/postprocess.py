@@ -76,7 +76,7 @@ class PublishPredictionsOperator(BatchStepOperator):
             manifest = publish_attempt(
                 store,
                 summary,
-                self.transform["output_uri"],
+                self.transform.get("prediction_prefixes") or self.transform["output_uri"],
                 layout.attempt_prefix(attempt),
                 layout.latest_uri,
                 prediction_columns=[str(c) for c in self.prediction_columns],
@@ -91,4 +91,6 @@ class PublishPredictionsOperator(BatchStepOperator):
             "latest_uri": layout.latest_uri,
             "rows": manifest["rows_out"],
             "parts": len(manifest["parts"]),
+            "quarantined": manifest["quarantined"],
+            "rejected": manifest["rejected"],
         }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -10,7 +12,8 @@ from typing import Any
 
 from airflow.configuration import conf
 
-from airflow_bt.compat import AirflowException, AirflowFailException, Context, try_number
+from airflow_bt.compat import AirflowException, AirflowFailException, Context, mask_sensitive_values, try_number
+from airflow_bt.faults import failpoint
 from airflow_bt.links.sagemaker import TransformJobLink
 from airflow_bt.operators.base import BatchStepOperator
 from airflow_bt.steps.layout import RunLayout
@@ -45,6 +48,11 @@ def _number(name: str, value: Any, *, minimum: float = 0.0) -> float | None:
     if number < minimum:
         raise AirflowFailException(f"{name} must be at least {minimum:g}, got {value!r}")
     return number
+
+
+def _digest(doc: Any) -> str:
+    """A stable hash of a request (to tell whether two tries ran the same model, without storing it)."""
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
 class BatchTransformOperator(BatchStepOperator):
@@ -103,6 +111,16 @@ class BatchTransformOperator(BatchStepOperator):
     :param model_config: a full ``CreateModel`` request to create (its ``ModelName`` is the stem).
     :param execution_role_arn: the IAM role SageMaker assumes for the created model.
     :param price_per_instance_hour: the instance type's price; the cost is logged and recorded.
+    :param dead_letter: (backend local) when a mini-batch fails, bisect it to find the records the model
+        rejects, write them with the model's message to ``errors/<shard>.jsonl`` beside the predictions,
+        and score the rest; the publish step copies them to the attempt's ``errors/``.
+    :param dead_letter_max_records: more rejected records than this fail the job (the model, not the
+        data, is then likely broken).
+
+    A retry of this task re-processes only the shards that no earlier try of the same run finished
+    with the same model (their complete ``.out`` objects are reused); on SageMaker the new job gets a
+    manifest of just those shards. The return value's ``prediction_prefixes`` lists where the publish
+    step finds each shard's predictions.
     """
 
     template_fields: Sequence[str] = (
@@ -110,7 +128,7 @@ class BatchTransformOperator(BatchStepOperator):
         "instance_count", "batch_strategy", "max_payload_mb", "max_concurrent_transforms", "content_type",
         "accept", "assemble_with", "environment", "job_name_prefix", "aws_conn_id", "region_name", "verify",
         "check_interval", "max_ingestion_time", "create_model", "model_config", "execution_role_arn",
-        "price_per_instance_hour",
+        "price_per_instance_hour", "dead_letter", "dead_letter_max_records",
     )
     template_fields_renderers = {"environment": "json", "model_environment": "json", "model_config": "json"}
     ui_color = "#fdf2e8"
@@ -146,6 +164,8 @@ class BatchTransformOperator(BatchStepOperator):
         model_config: dict[str, Any] | None = None,
         execution_role_arn: str | None = None,
         price_per_instance_hour: float | str | None = None,
+        dead_letter: bool | str = False,
+        dead_letter_max_records: int | str = 100,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -176,6 +196,8 @@ class BatchTransformOperator(BatchStepOperator):
         self.model_config = model_config
         self.execution_role_arn = execution_role_arn
         self.price_per_instance_hour = price_per_instance_hour
+        self.dead_letter = dead_letter
+        self.dead_letter_max_records = dead_letter_max_records
         self._job_name: str | None = None
         self._job_done = False
         self._lineage: tuple[str | None, str | None] = (None, None)
@@ -201,12 +223,12 @@ class BatchTransformOperator(BatchStepOperator):
                                    execution_role_arn=self.execution_role_arn or None)
 
     def _transform_request(self, summary: dict[str, Any], *, job_name: str, model_name: str, output_uri: str,
-                           instance_count: int) -> dict[str, Any]:
+                           instance_count: int, input_uri: str | None = None) -> dict[str, Any]:
         try:
             return build_transform_request(
                 job_name=job_name,
                 model_name=model_name,
-                input_uri=summary["manifest_uri"],
+                input_uri=input_uri or summary["manifest_uri"],
                 output_uri=output_uri,
                 content_type=self.content_type or summary["content_type"],
                 accept=self.accept,
@@ -265,6 +287,9 @@ class BatchTransformOperator(BatchStepOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         if self.backend not in BACKENDS:
             raise AirflowFailException(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        # values of sensitive-named variables (API_TOKEN, DB_PASSWORD, ...) never show in the task log
+        mask_sensitive_values(self.environment)
+        mask_sensitive_values(self.model_environment)
         summary = self.read_shard_summary(self.shards)
         self._lineage = (summary.get("shard_prefix") or summary.get("manifest_uri"), None)
         layout = RunLayout(work_root=self.shards["work_uri"], output_root="", slug=self.shards["run_slug"])
@@ -298,16 +323,64 @@ class BatchTransformOperator(BatchStepOperator):
         output_uri = layout.step_prefix("transform", attempt)
         job_name = transform_job_name(self.job_name_prefix or self.model_name, str(context["ds"]), layout.slug,
                                       attempt)
+        model_request = self._model_request()
+        store = self.hook.storage(layout.run_prefix)
+        earlier = [layout.step_prefix("transform", t) for t in range(attempt - 1, 0, -1)
+                   if self._same_local_model(store, layout.step_file("transform", t, ".job.json"), model_request)]
+        store.put_bytes(layout.step_file("transform", attempt, ".job.json"),
+                        json.dumps({"job_name": job_name, "model_sha256": _digest(model_request)}).encode())
+        reused, input_uri = self._plan_partial_retry(store, summary, earlier,
+                                                     layout.step_file("transform", attempt, ".manifest"))
+        prefixes = [output_uri, *dict.fromkeys(reused.values())]
+        if len(reused) == len(summary["shards"]):
+            self.log.info("every shard's predictions exist from earlier tries (%s): no transform job is started",
+                          ", ".join(prefixes[1:]))
+            return {"job_name": None, "status": "Reused", "backend": self.backend, "output_uri": output_uri,
+                    "prediction_prefixes": prefixes, "reused_shards": len(reused), "records": summary["records"],
+                    "billable_instance_seconds": 0.0}
+        instance_count = min(instance_count, len(summary["shards"]) - len(reused))
         request = self._transform_request(summary, job_name=job_name, model_name=self.model_name,
-                                          output_uri=output_uri, instance_count=instance_count)
+                                          output_uri=output_uri, instance_count=instance_count, input_uri=input_uri)
         self.log.info("transform job %s: %d shard(s), %d record(s), %d instance(s) of %s, backend local",
-                      job_name, len(summary["shards"]), summary["records"], instance_count, self.instance_type)
-        description = run_local(request, self._model_request(), aws_conn_id=self.aws_conn_id, log=self.log)
+                      job_name, len(summary["shards"]) - len(reused), summary["records"], instance_count,
+                      self.instance_type)
+        description = run_local(request, model_request, aws_conn_id=self.aws_conn_id, log=self.log,
+                                dead_letter=_bool("dead_letter", self.dead_letter),
+                                dead_letter_max_records=int(self.dead_letter_max_records))
         self._fail_unless_completed(description, summary)
         stats = description.get("LocalEngineStats", {})
         self.log.info("transform job %s: %s records (%.0f records/s)", job_name, stats.get("records", "?"),
                       stats.get("records_per_second", 0.0))
-        return self._result(description, output_uri=output_uri, records=stats.get("records", summary["records"]))
+        failpoint("transform.before_return", output_uri)
+        return self._result(description, output_uri=output_uri, records=stats.get("records", summary["records"]),
+                            prediction_prefixes=prefixes, reused_shards=len(reused),
+                            rejected=stats.get("rejected", 0))
+
+    def _same_local_model(self, store: Any, job_record_uri: str, model_request: dict[str, Any]) -> bool:
+        from airflow_bt.storage import ObjectNotFoundError
+
+        try:
+            record = json.loads(store.read_bytes(job_record_uri))
+        except ObjectNotFoundError:
+            return False
+        return bool(record.get("model_sha256") == _digest(model_request))
+
+    def _plan_partial_retry(self, store: Any, summary: dict[str, Any], earlier: list[str], manifest_uri: str
+                            ) -> tuple[dict[str, str], str]:
+        """The shards earlier tries finished (key -> their prefix), and the manifest of the rest to process."""
+        from airflow_bt.steps.predictions import complete_outputs, subset_manifest
+
+        if not earlier:
+            return {}, summary["manifest_uri"]
+        reused = complete_outputs(store, summary, earlier)
+        if not reused:
+            return {}, summary["manifest_uri"]
+        missing = [s["key"] for s in summary["shards"] if s["key"] not in reused]
+        self.log.info("partial retry: %d of %d shard(s) already have complete predictions from earlier tries; "
+                      "processing the other %d", len(reused), len(summary["shards"]), len(missing))
+        if not missing:
+            return reused, summary["manifest_uri"]
+        return reused, subset_manifest(store, summary, missing, manifest_uri)
 
     # -- sagemaker ------------------------------------------------------------------------------------------
 
@@ -350,8 +423,20 @@ class BatchTransformOperator(BatchStepOperator):
             if model_request is not None:
                 sm.ensure_model(hook, model_request, self.log)
             output_uri = as_prefix(join_uri(layout.run_prefix, "transform", job_name))
+            store = self.hook.storage(layout.run_prefix)
+            reused, input_uri = self._plan_partial_retry(
+                store, summary, self._earlier_job_outputs(base, attempt, model_name, exclude=job_name),
+                join_uri(layout.run_prefix, "transform", f"{job_name}.manifest"))
+            if len(reused) == len(summary["shards"]):
+                self.log.info("every shard's predictions exist from earlier jobs of this run: no job is started")
+                return {"job_name": None, "status": "Reused", "backend": self.backend, "output_uri": output_uri,
+                        "prediction_prefixes": [output_uri, *dict.fromkeys(reused.values())],
+                        "reused_shards": len(reused), "records": summary["records"],
+                        "billable_instance_seconds": 0.0}
+            instance_count = min(instance_count, len(summary["shards"]) - len(reused))
             request = self._transform_request(summary, job_name=job_name, model_name=model_name,
-                                              output_uri=output_uri, instance_count=instance_count)
+                                              output_uri=output_uri, instance_count=instance_count,
+                                              input_uri=input_uri)
             try:
                 validate_transform_request(request)
             except TransformSpecError as exc:
@@ -377,7 +462,25 @@ class BatchTransformOperator(BatchStepOperator):
                 self._defer(job_name, check_interval, deadline, timeout)
             description = self._wait(job_name, check_interval, deadline)
         assert description is not None
-        return self._finish(description, summary, layout)
+        return self._finish(description, summary, layout, attempt=attempt, ds=str(context["ds"]))
+
+    def _earlier_job_outputs(self, base: str, attempt: int, model_name: str | None, *, exclude: str) -> list[str]:
+        """Output prefixes of this run's earlier jobs that ended Failed/Stopped with the same model, newest first."""
+        from airflow_bt.steps.naming import retry_job_name
+        from airflow_bt.transform.backends import sagemaker as sm
+
+        names = [base] + [retry_job_name(base, t) for t in range(2, int(attempt) + 1)]
+        prefixes = []
+        for name in reversed(names):
+            if name == exclude:
+                continue
+            description = sm.describe_or_none(self.sagemaker_hook, name)
+            if (description and description["TransformJobStatus"] in sm.FAILED
+                    and description.get("ModelName") == model_name):
+                path = description.get("TransformOutput", {}).get("S3OutputPath")
+                if path:
+                    prefixes.append(as_prefix(path))
+        return prefixes
 
     def _output_of(self, description: dict[str, Any], layout: RunLayout, job_name: str) -> str:
         path = description.get("TransformOutput", {}).get("S3OutputPath")
@@ -428,12 +531,19 @@ class BatchTransformOperator(BatchStepOperator):
         except Exception:
             self.log.exception("could not stop transform job %s", job_name)
 
-    def _finish(self, description: dict[str, Any], summary: dict[str, Any], layout: RunLayout) -> dict[str, Any]:
+    def _finish(self, description: dict[str, Any], summary: dict[str, Any], layout: RunLayout, *, attempt: int,
+                ds: str) -> dict[str, Any]:
         self._job_done = True
         self._fail_unless_completed(description, summary)
         job_name = description["TransformJobName"]
-        return self._result(description, output_uri=self._output_of(description, layout, job_name),
-                            records=summary["records"], model_name=description.get("ModelName"))
+        output_uri = self._output_of(description, layout, job_name)
+        prefixes = [output_uri]
+        if attempt > 1:  # a partial retry's job processed only some shards: the others come from earlier jobs
+            base = run_job_name(self.job_name_prefix or self.model_name, ds, layout.slug)
+            prefixes += self._earlier_job_outputs(base, attempt, description.get("ModelName"), exclude=job_name)
+        failpoint("transform.before_return", layout.run_prefix)
+        return self._result(description, output_uri=output_uri, records=summary["records"],
+                            model_name=description.get("ModelName"), prediction_prefixes=prefixes)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: check the event's status, never assume success."""
@@ -458,7 +568,7 @@ class BatchTransformOperator(BatchStepOperator):
         if description["TransformJobStatus"] in sm.NON_TERMINAL:  # an event status the job no longer agrees with
             raise AirflowException(f"trigger reported {event['status']} but transform job {job_name} is "
                                    f"{description['TransformJobStatus']}")
-        return self._finish(description, summary, layout)
+        return self._finish(description, summary, layout, attempt=try_number(context), ds=str(context["ds"]))
 
     def on_kill(self) -> None:
         """The task is being killed (SIGTERM, a timeout, marked failed): stop the job it runs."""

@@ -8,16 +8,22 @@ Every object of the attempt is written create-only; nothing of an earlier attemp
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from itertools import compress
 from typing import Any, BinaryIO
 
 import pendulum
 
+from airflow_bt.faults import failpoint
 from airflow_bt.logs import LogLike
 from airflow_bt.steps.layout import LATEST_NAME, MANIFEST_NAME, SUCCESS_NAME
+from airflow_bt.steps.predictions import ERRORS_FOLDER, count_lines, locate, prediction_uri, read_rejected
 from airflow_bt.storage.base import ObjectNotFoundError, Storage
 from airflow_bt.storage.uris import join_uri
 
@@ -30,67 +36,106 @@ class ReconcileError(ValueError):
     """Predictions and input records do not pair up one to one."""
 
 
-def count_lines(stream: BinaryIO) -> int:
-    """Records in a newline-delimited stream; a last line without its newline counts too."""
-    count, last = 0, b"\n"
-    while block := stream.read(4 * 1024 * 1024):
-        count += block.count(b"\n")
-        last = block[-1:]
-    return count + (last != b"\n")
+@dataclass
+class ShardPredictions:
+    """Where one shard's predictions are, and which of its records the model rejected (dead-letter)."""
+
+    uri: str
+    rejected: list[dict[str, Any]]
+
+    @property
+    def skip(self) -> set[int]:
+        return {int(r["record"]) for r in self.rejected}
 
 
-def prediction_uri(predictions_prefix: str, shard_key: str) -> str:
-    return join_uri(predictions_prefix, shard_key + ".out")
+def reconcile(store: Storage, summary: dict[str, Any], predictions: str | list[str]) -> dict[str, ShardPredictions]:
+    """Check every shard has exactly one prediction per record (or a rejection), before anything is written.
 
-
-def reconcile(store: Storage, summary: dict[str, Any], predictions_prefix: str) -> list[int]:
-    """Check every shard has exactly one prediction per record, before anything is written."""
-    counts = []
+    ``predictions`` is the transform's output prefix, or the prefixes of a partial retry in the
+    order to look in (each shard's predictions are taken from the first that has them).
+    """
+    prefixes = [predictions] if isinstance(predictions, str) else list(predictions)
+    located = locate(store, (s["key"] for s in summary["shards"]), prefixes)
+    found: dict[str, ShardPredictions] = {}
     for shard in summary["shards"]:
-        uri = prediction_uri(predictions_prefix, shard["key"])
-        try:
-            with store.open_read(uri) as stream:
-                got = count_lines(stream)
-        except ObjectNotFoundError:
+        prefix = located.get(shard["key"])
+        if prefix is None:
             raise ReconcileError(
-                f"shard {shard['key']} ({shard['records']} records) has no predictions: {uri} is missing"
-            ) from None
-        if got != shard["records"]:
+                f"shard {shard['key']} ({shard['records']} records) has no predictions: no "
+                f"{shard['key']}.out under {' or '.join(prefixes)}"
+            )
+        uri = prediction_uri(prefix, shard["key"])
+        rejected = read_rejected(store, prefix, shard["key"])
+        with store.open_read(uri) as stream:
+            got = count_lines(stream)
+        if got + len(rejected) != shard["records"]:
+            also = f" and {len(rejected)} rejected by the model" if rejected else ""
             raise ReconcileError(
-                f"shard {shard['key']}: {shard['records']} input records but {got} predictions in {uri}; "
+                f"shard {shard['key']}: {shard['records']} input records but {got} predictions in {uri}{also}; "
                 "every input record must get exactly one prediction"
             )
-        counts.append(got)
-    return counts
+        found[shard["key"]] = ShardPredictions(uri, rejected)
+    return found
 
 
 def _strip(line: bytes) -> bytes:
     return line.rstrip(b"\r\n")
 
 
-def _line_blocks(stream: BinaryIO, size: int) -> Iterator[list[bytes]]:
-    """The stream's lines without their ``\\n`` (and trailing ``\\r``), ``size`` bytes' worth at a time."""
+def _line_blocks(stream: BinaryIO, size: int, count: bytes | None = None) -> Iterator[tuple[list[bytes], int]]:
+    """The stream's lines without their ``\\n`` (and trailing ``\\r``), ``size`` bytes' worth at a time,
+    each block with how many ``count`` bytes its lines hold (0 without ``count``)."""
     tail = b""
     while block := stream.read(size):
         data = tail + block if tail else block
         lines = data.split(b"\n")
         tail = lines.pop()
+        counted = data.count(count, 0, len(data) - len(tail)) if count else 0
         if b"\r" in data:
             lines = [_strip(line) for line in lines]
         if lines:
-            yield lines
+            yield lines, counted
     if tail:  # a last line without its newline is a line too
-        yield [_strip(tail)]
+        yield [_strip(tail)], tail.count(count) if count else 0
 
 
-def _join_csv(rows: BinaryIO, preds: BinaryIO, width: int, shard_key: str) -> Iterator[bytes]:
-    """``row,prediction\\n`` for every pair, a block of rows at a time (the per-line work runs in C)."""
+def _fields(line: bytes) -> int:
+    if b'"' in line:
+        return len(next(csv.reader([line.decode("utf-8", errors="replace")])))
+    return line.count(b",") + 1
+
+
+def _kept(lines: list[bytes], first: int, skip: AbstractSet[int]) -> list[bytes]:
+    """``lines`` (record numbers ``first``...) without the records in ``skip``."""
+    if not skip or not any(first <= n < first + len(lines) for n in skip):
+        return lines
+    return list(compress(lines, (n not in skip for n in range(first, first + len(lines)))))
+
+
+def _join_csv(rows: BinaryIO, preds: BinaryIO, width: int, shard_key: str, *, fields: int,
+              skip: AbstractSet[int] = frozenset(), origin: Callable[[int], str] = str) -> Iterator[bytes]:
+    """``row,prediction\\n`` for every pair, a block of rows at a time (the per-line work runs in C).
+
+    Rows must have ``fields`` fields (checked per block by counting commas; a block whose count is
+    off is checked row by row). Records in ``skip`` (rejected by the model) have no prediction and
+    are left out.
+    """
     # predictions are short lines: smaller reads keep the number of line objects alive similar
-    pred_blocks = _line_blocks(preds, max(1, _JOIN_BLOCK // 4))
+    pred_blocks = (lines for lines, _ in _line_blocks(preds, max(1, _JOIN_BLOCK // 4)))
     pending: list[bytes] = []
     used = 0  # of pending
     checked = False
-    for lines in _line_blocks(rows, _JOIN_BLOCK):
+    first = 1  # record number of the block's first row
+    for lines, commas in _line_blocks(rows, _JOIN_BLOCK, b","):
+        if commas != len(lines) * (fields - 1):
+            for number, line in enumerate(lines, start=first):
+                if _fields(line) != fields:
+                    raise ReconcileError(
+                        f"shard {shard_key} record {number} ({origin(number)}): {_fields(line)} field(s), but the "
+                        f"header has {fields}; nothing was published. The shard step checks this with "
+                        "`shard.validation: standard` (or strict), where `shard.on_bad_record: quarantine` can set "
+                        "such rows aside")
+        lines, first = _kept(lines, first, skip), first + len(lines)
         while len(pending) - used < len(lines):
             more = next(pred_blocks, None)
             if more is None:
@@ -98,6 +143,8 @@ def _join_csv(rows: BinaryIO, preds: BinaryIO, width: int, shard_key: str) -> It
             pending, used = pending[used:] + more, 0
         answers = pending[used : used + len(lines)]
         used += len(lines)
+        if not lines:
+            continue
         if not checked:
             checked = True
             pred = answers[0]
@@ -111,9 +158,10 @@ def _join_csv(rows: BinaryIO, preds: BinaryIO, width: int, shard_key: str) -> It
         raise ReconcileError(f"shard {shard_key}: more predictions than input records")
 
 
-def _join_jsonl(rows: Iterable[bytes], preds: Iterable[bytes], columns: list[str], shard_key: str
-                ) -> Iterator[bytes]:
-    for number, (row, pred) in enumerate(zip(rows, preds, strict=True), start=1):
+def _join_jsonl(rows: Iterable[bytes], preds: Iterable[bytes], columns: list[str], shard_key: str,
+                skip: AbstractSet[int] = frozenset()) -> Iterator[bytes]:
+    kept = (row for number, row in enumerate(rows, start=1) if number not in skip)
+    for number, (row, pred) in enumerate(zip(kept, preds, strict=True), start=1):
         record = json.loads(row)
         try:
             value = json.loads(pred)
@@ -138,10 +186,50 @@ def _write_joined(out: BinaryIO, lines: Iterator[bytes]) -> None:
     out.write(b"".join(batch))
 
 
+def _origin(summary: dict[str, Any], shard_key: str) -> Callable[[int], str]:
+    """Record number in a shard -> ``<input object> record <n>`` (records the shard step kept, in order)."""
+    start = 0
+    for shard in summary["shards"]:
+        if shard["key"] == shard_key:
+            break
+        start += shard["records"]
+
+    def where(number: int) -> str:
+        position = start + number
+        for item in summary["inputs"]:
+            if position <= item["records"]:
+                return f"{item['uri'].rsplit('/', 1)[-1]} record {position}"
+            position -= item["records"]
+        return "beyond the inputs"
+
+    return where
+
+
+def _publish_errors(store: Storage, summary: dict[str, Any], found: dict[str, ShardPredictions],
+                    attempt_prefix: str) -> dict[str, Any]:
+    """Copy the quarantined input records and the model-rejected ones into the attempt's ``errors/``."""
+    errors: dict[str, Any] = {}
+    if summary.get("errors_uri"):
+        uri = join_uri(attempt_prefix, ERRORS_FOLDER, "bad-input.jsonl")
+        with store.open_read(summary["errors_uri"]) as src, store.open_write(uri) as dst:
+            while block := src.read(4 * 1024 * 1024):
+                dst.write(block)
+        errors["bad_input"] = uri
+    rejected = [
+        {**record, "shard": key, "input": record.get("input"), "origin": _origin(summary, key)(int(record["record"]))}
+        for key, shard in found.items() for record in shard.rejected
+    ]
+    if rejected:
+        uri = join_uri(attempt_prefix, ERRORS_FOLDER, "model-rejected.jsonl")
+        store.put_bytes(uri, b"".join(json.dumps(r).encode() + b"\n" for r in rejected))
+        errors["model_rejected"] = uri
+    return errors
+
+
 def publish_attempt(
     store: Storage,
     summary: dict[str, Any],
-    predictions_prefix: str,
+    predictions: str | list[str],
     attempt_prefix: str,
     latest_uri: str,
     *,
@@ -151,54 +239,74 @@ def publish_attempt(
 ) -> dict[str, Any]:
     """Join predictions onto the shards' rows and publish them write-once under ``attempt_prefix``.
 
-    Returns the manifest that was published (and that ``_LATEST.json`` now points to).
+    ``predictions`` is the transform's output prefix (or the prefixes of a partial retry, see
+    :func:`reconcile`). Records the shard step quarantined and records the model rejected
+    (dead-letter) are not published as rows: they are copied to ``errors/bad-input.jsonl`` and
+    ``errors/model-rejected.jsonl`` of the attempt and counted in the manifest. Returns the
+    manifest that was published (and that ``_LATEST.json`` now points to).
     """
     logger = logger or log
     started = time.monotonic()
     if not prediction_columns:
         raise ValueError("prediction_columns must name at least one column")
-    counts = reconcile(store, summary, predictions_prefix)
+    found = reconcile(store, summary, predictions)
     fmt = summary["format"]
     header = summary.get("header")
+    fields = len(next(csv.reader([header]))) if fmt == "csv" and header else 0
     parts = []
     for index, shard in enumerate(summary["shards"], start=1):
         part_uri = join_uri(attempt_prefix, shard["key"])
+        located = found[shard["key"]]
+        skip = located.skip
         with contextlib.ExitStack() as stack:
             rows = stack.enter_context(store.open_read(shard["uri"]))
-            preds = stack.enter_context(store.open_read(prediction_uri(predictions_prefix, shard["key"])))
+            preds = stack.enter_context(store.open_read(located.uri))
             out = stack.enter_context(store.open_write(part_uri))
             if fmt == "csv":
                 out.write((f"{header}," + ",".join(prediction_columns) + "\n").encode())
-                for block in _join_csv(rows, preds, len(prediction_columns), shard["key"]):
+                for block in _join_csv(rows, preds, len(prediction_columns), shard["key"], fields=fields, skip=skip,
+                                       origin=_origin(summary, shard["key"])):
                     out.write(block)
             else:
-                _write_joined(out, _join_jsonl(rows, preds, prediction_columns, shard["key"]))
-        parts.append({"key": shard["key"], "uri": part_uri, "rows": shard["records"]})
+                _write_joined(out, _join_jsonl(rows, preds, prediction_columns, shard["key"], skip))
+        parts.append({"key": shard["key"], "uri": part_uri, "rows": shard["records"] - len(skip)})
+        failpoint("publish.after_part", part_uri)
         logger.info("published shard %d of %d: %s, %d rows", index, len(summary["shards"]), part_uri,
-                    shard["records"])
+                    shard["records"] - len(skip))
+    errors = _publish_errors(store, summary, found, attempt_prefix)
 
     rows_in = sum(s["records"] for s in summary["shards"])
-    published_at = pendulum.now("UTC").to_iso8601_string()
+    rejected = sum(len(p.rejected) for p in found.values())
+    quarantined = int(summary.get("bad_records") or 0)
     manifest = {
         "attempt_prefix": attempt_prefix,
-        "published_at": published_at,
+        "published_at": pendulum.now("UTC").to_iso8601_string(),
         "format": fmt,
         "columns": [*(header or "").split(","), *prediction_columns] if fmt == "csv" else None,
         "prediction_columns": list(prediction_columns),
+        "input_records": rows_in + quarantined,
+        "quarantined": quarantined,
         "rows_in": rows_in,
-        "rows_out": sum(counts),
+        "rejected": rejected,
+        "rows_out": rows_in - rejected,
+        "errors": errors,
         "parts": parts,
         "inputs": summary["inputs"],
         "input_prefix": summary["input_prefix"],
         "shards": summary["shard_prefix"],
-        "predictions": predictions_prefix,
+        "predictions": predictions if isinstance(predictions, str) else list(predictions),
         "publish_seconds": round(time.monotonic() - started, 3),
         **(metadata or {}),
     }
     store.put_bytes(join_uri(attempt_prefix, MANIFEST_NAME), json.dumps(manifest, indent=1, default=str).encode())
+    failpoint("publish.before_success", attempt_prefix)
     store.put_bytes(join_uri(attempt_prefix, SUCCESS_NAME), b"")
+    failpoint("publish.before_latest", attempt_prefix)
     point_latest(store, latest_uri, manifest)
-    logger.info("published %d rows to %s in %.2f s; %s points to it", rows_in, attempt_prefix,
+    if quarantined or rejected:
+        logger.warning("not published as rows: %d input record(s) quarantined by the shard step, %d rejected by "
+                       "the model; see %s", quarantined, rejected, ", ".join(errors.values()))
+    logger.info("published %d rows to %s in %.2f s; %s points to it", rows_in - rejected, attempt_prefix,
                 time.monotonic() - started, LATEST_NAME)
     return manifest
 

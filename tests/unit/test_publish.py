@@ -74,7 +74,9 @@ def test_count_mismatch_fails_naming_shard_and_counts_and_publishes_nothing(tmp_
 
 def test_missing_prediction_object_is_named(tmp_path):
     store, base, summary = setup_shards(tmp_path, ["1,1", "2,2"], shards=1)
-    with pytest.raises(ReconcileError, match=r"part-00000\.csv \(2 records\) has no predictions: .* is missing"):
+    with pytest.raises(ReconcileError,
+                       match=r"part-00000\.csv \(2 records\) has no predictions: "
+                             r"no part-00000\.csv\.out under .*/nothing/"):
         publish(store, base, summary, join_uri(base, "nothing") + "/")
 
 
@@ -108,3 +110,86 @@ def test_jsonl_join(tmp_path):
     manifest = publish_attempt(store, summary, join_uri(base, "w/t/"), join_uri(base, "o/a/"),
                                join_uri(base, "o/_LATEST.json"), prediction_columns=["p"])
     assert read_published(store, manifest) == ['{"id":1,"p":0.25}', '{"id":2,"p":0.75}']
+
+
+def nothing_published(tmp_path: Path) -> bool:
+    out = tmp_path / "out"
+    return not out.exists() or not any(p.is_file() for p in out.rglob("*"))
+
+
+def test_ragged_row_left_to_publish_fails_naming_the_input_record(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("id,x\n1,1\n2,2\n")
+    (tmp_path / "in" / "b.csv").write_text("id,x\n3,3\n4\n5,5\n")
+    base = tmp_path.as_uri()
+    store = for_uri(base)
+    summary = shard_partition(store, f"{base}/in/", f"{base}/w/shard-1/", f"{base}/w/m", f"{base}/w/s.json",
+                              validation="fast")
+    preds = write_predictions(store, base, summary, lambda r: "0.5")
+    with pytest.raises(ReconcileError, match=r"shard part-00000\.csv record 4 \(b\.csv record 2\): 1 field\(s\), "
+                                             r"but the header has 2; nothing was published"):
+        publish(store, base, summary, preds)
+    assert nothing_published(tmp_path)
+
+
+def test_partial_retry_predictions_come_from_the_first_prefix_that_has_them(tmp_path):
+    rows = [f"{i},{i}" for i in range(100)]
+    store, base, summary = setup_shards(tmp_path, rows, shards=3)
+    first = write_predictions(store, base, summary, lambda r: "1", prefix="w/transform-1")
+    (tmp_path / "w/transform-1" / "part-00001.csv.out").unlink()  # try 1 died before this shard was written
+    second = join_uri(base, "w/transform-2") + "/"
+    shard = summary["shards"][1]
+    store.put_bytes(second + "part-00001.csv.out", b"2\n" * shard["records"])
+    manifest = publish(store, base, summary, [second, first])
+    values = [line.rsplit(",", 1)[1] for line in read_published(store, manifest) if line != "id,x,p"]
+    counts = [s["records"] for s in summary["shards"]]
+    assert values == ["1"] * counts[0] + ["2"] * counts[1] + ["1"] * counts[2]
+    assert manifest["rows_out"] == 100
+
+
+def test_rejected_records_are_left_out_and_listed_with_their_origin(tmp_path):
+    rows = [f"{i},{i}" for i in range(1, 21)]
+    store, base, summary = setup_shards(tmp_path, rows, shards=2)
+    first, second = summary["shards"]
+    preds = join_uri(base, "w/transform-1") + "/"
+    store.put_bytes(preds + first["key"] + ".out", b"".join(b"%d\n" % i for i in range(1, first["records"] + 1)))
+    rejected = [2, 5]
+    keep = [i for i in range(1, second["records"] + 1) if i not in rejected]
+    store.put_bytes(preds + "errors/" + second["key"] + ".jsonl", b"".join(
+        json.dumps({"object": second["uri"], "record": n, "message": "bad value", "input": "x"}).encode() + b"\n"
+        for n in rejected))
+    store.put_bytes(preds + second["key"] + ".out", b"".join(b"%d\n" % (first["records"] + i) for i in keep))
+    manifest = publish(store, base, summary, preds)
+    body = [line for line in read_published(store, manifest) if line != "id,x,p"]
+    assert all(line.split(",")[0] == line.split(",")[2] for line in body)  # each row with its own prediction
+    assert len(body) == 18 and manifest["rows_out"] == 18 and manifest["rejected"] == 2
+    listed = [json.loads(line) for line in store.read_bytes(manifest["errors"]["model_rejected"]).splitlines()]
+    assert [(r["record"], r["origin"], r["message"]) for r in listed] == [
+        (n, f"a.csv record {first['records'] + n}", "bad value") for n in rejected]
+
+
+def test_quarantined_records_are_copied_to_the_attempt_and_counted(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("id,x\n1,1\n2\n3,3\n")
+    base = tmp_path.as_uri()
+    store = for_uri(base)
+    summary = shard_partition(store, f"{base}/in/", f"{base}/w/shard-1/", f"{base}/w/m", f"{base}/w/s.json",
+                              on_bad_record="quarantine", errors_uri=f"{base}/w/shard-1.errors.jsonl")
+    preds = write_predictions(store, base, summary, lambda r: "0.5")
+    manifest = publish(store, base, summary, preds)
+    assert read_published(store, manifest) == ["id,x,p", "1,1,0.5", "3,3,0.5"]
+    assert (manifest["input_records"], manifest["quarantined"], manifest["rows_out"]) == (3, 1, 2)
+    [record] = [json.loads(line) for line in store.read_bytes(manifest["errors"]["bad_input"]).splitlines()]
+    assert (record["line"], record["record"]) == (3, "2")
+
+
+def test_empty_input_publishes_an_empty_result(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("id,x\n")
+    base = tmp_path.as_uri()
+    store = for_uri(base)
+    summary = shard_partition(store, f"{base}/in/", f"{base}/w/shard-1/", f"{base}/w/m", f"{base}/w/s.json")
+    manifest = publish(store, base, summary, join_uri(base, "w/transform-1") + "/")
+    assert manifest["parts"] == [] and manifest["rows_out"] == 0
+    assert read_latest(store, join_uri(base, "out/dt=1"))["attempt_prefix"] == manifest["attempt_prefix"]
+    assert (tmp_path / "out/dt=1/run-a-1/_SUCCESS").exists()

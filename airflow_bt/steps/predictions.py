@@ -1,0 +1,86 @@
+"""Where a run's predictions are: one ``<shard>.out`` per shard, in this try's output or an earlier try's.
+
+A transform retry re-processes only the shards that no earlier try of the same run (with the same
+model) finished, so a run's predictions can be spread over several output prefixes. Each shard's
+predictions are one object, written create-only, so an ``.out`` that exists is complete; a dead-letter
+run also leaves ``errors/<shard>.jsonl`` beside it (written first) for the records the model
+rejected. The publish step pairs each shard with the first prefix that holds its ``.out``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any, BinaryIO
+
+from airflow_bt.storage.base import ObjectNotFoundError, Storage
+from airflow_bt.storage.uris import as_prefix, join_uri
+
+ERRORS_FOLDER = "errors"
+
+
+def count_lines(stream: BinaryIO) -> int:
+    """Records in a newline-delimited stream; a last line without its newline counts too."""
+    count, last = 0, b"\n"
+    while block := stream.read(4 * 1024 * 1024):
+        count += block.count(b"\n")
+        last = block[-1:]
+    return count + (last != b"\n")
+
+
+def prediction_uri(prefix: str, shard_key: str) -> str:
+    return join_uri(prefix, shard_key + ".out")
+
+
+def rejected_uri(prefix: str, shard_key: str) -> str:
+    """The model-rejected records of a shard (dead-letter), beside its predictions."""
+    return join_uri(prefix, ERRORS_FOLDER, shard_key + ".jsonl")
+
+
+def locate(store: Storage, shard_keys: Iterable[str], prefixes: list[str]) -> dict[str, str]:
+    """Shard key -> the first of ``prefixes`` that holds its ``.out`` (one listing per prefix)."""
+    wanted = {key + ".out": key for key in shard_keys}
+    found: dict[str, str] = {}
+    for prefix in prefixes:
+        for obj in store.list(as_prefix(prefix)):
+            key = wanted.get(obj.key)
+            if key is not None and key not in found:
+                found[key] = as_prefix(prefix)
+        if len(found) == len(wanted):
+            break
+    return found
+
+
+def read_rejected(store: Storage, prefix: str, shard_key: str) -> list[dict[str, Any]]:
+    """The records of a shard that the model rejected (dead-letter), in order; empty if none."""
+    try:
+        data = store.read_bytes(rejected_uri(prefix, shard_key))
+    except ObjectNotFoundError:
+        return []
+    return [json.loads(line) for line in data.splitlines() if line.strip()]
+
+
+def complete_outputs(store: Storage, summary: dict[str, Any], prefixes: list[str]) -> dict[str, str]:
+    """Shard key -> an earlier prefix whose predictions for it are complete (one per record, or rejected).
+
+    An ``.out`` with another count (e.g. a model that returned too few lines) is not reused: the
+    shard is scored again.
+    """
+    located = locate(store, (s["key"] for s in summary["shards"]), prefixes)
+    complete: dict[str, str] = {}
+    for shard in summary["shards"]:
+        prefix = located.get(shard["key"])
+        if prefix is None:
+            continue
+        with store.open_read(prediction_uri(prefix, shard["key"])) as stream:
+            predictions = count_lines(stream)
+        if predictions + len(read_rejected(store, prefix, shard["key"])) == shard["records"]:
+            complete[shard["key"]] = prefix
+    return complete
+
+
+def subset_manifest(store: Storage, summary: dict[str, Any], keys: list[str], manifest_uri: str) -> str:
+    """Write a ``ManifestFile`` of just ``keys`` of the shard manifest (create-only); returns its URI."""
+    manifest: list[Any] = [{"prefix": summary["shard_prefix"]}, *keys]
+    store.put_bytes(manifest_uri, json.dumps(manifest, indent=1).encode())
+    return manifest_uri
