@@ -396,3 +396,32 @@ def test_openlineage_names_the_shards_read_and_the_predictions_written(shards):
     op.execute(context(2))
     lineage = op.get_openlineage_facets_on_complete(None)
     assert [d.name for d in lineage.outputs] == [f"work/run/transform/{BASE}"]
+
+
+def test_a_new_job_after_a_failed_one_gets_a_manifest_of_just_the_shards_it_left(tmp_path):
+    """Partial retry on SageMaker: the failed job's complete .out objects are kept, the rest re-run."""
+    work = (tmp_path / "work").as_uri() + "/"
+    slug = "scheduled-20260625T020000-3fa9c1"
+    run_prefix = f"{work}{slug}/"
+    summary = {
+        "format": "csv", "content_type": "text/csv", "records": 5, "shard_prefix": f"{run_prefix}shard-1/",
+        "manifest_uri": f"{run_prefix}shard-1.manifest", "inputs": [{"uri": "file:///in/a.csv", "records": 5}],
+        "shards": [{"key": "part-00000.csv", "records": 3}, {"key": "part-00001.csv", "records": 2}],
+    }
+    (tmp_path / "shard-1.json").write_text(json.dumps(summary))
+    failed_out = tmp_path / "work" / slug / "transform" / BASE
+    failed_out.mkdir(parents=True)
+    (failed_out / "part-00000.csv.out").write_text("0.1\n0.2\n0.3\n")  # the failed job finished this shard
+    hook = FakeHook(**{BASE: [job(BASE, "Failed", FailureReason="part-00001.csv: boom",
+                                  TransformOutput={"S3OutputPath": failed_out.as_uri() + "/"})]})
+    shards = {"summary_uri": (tmp_path / "shard-1.json").as_uri(), "work_uri": work, "run_slug": slug}
+    result = operator(shards, hook).execute(context(try_number=2))
+    (request,) = hook.created
+    source = request["TransformInput"]["DataSource"]["S3DataSource"]
+    assert source["S3DataType"] == "ManifestFile" and source["S3Uri"].endswith(f"transform/{BASE}-r2.manifest")
+    manifest = json.loads(Path(source["S3Uri"].removeprefix("file://")).read_text())
+    assert manifest == [{"prefix": summary["shard_prefix"]}, "part-00001.csv"]
+    assert request["TransformResources"]["InstanceCount"] == 1  # one shard left: one instance
+    assert request["TransformOutput"]["S3OutputPath"] == f"{run_prefix}transform/{BASE}-r2/"
+    # the new job's output (as described; the fake describes every job under s3://b/work/run/), then the failed one's
+    assert result["prediction_prefixes"] == [f"s3://b/work/run/transform/{BASE}-r2/", failed_out.as_uri() + "/"]
