@@ -112,6 +112,21 @@ def _kept(lines: list[bytes], first: int, skip: AbstractSet[int]) -> list[bytes]
     return list(compress(lines, (n not in skip for n in range(first, first + len(lines)))))
 
 
+def _checked_predictions(preds: BinaryIO, width: int, shard_key: str) -> Iterator[list[bytes]]:
+    """The prediction lines, a block at a time, each checked to hold ``width`` values (commas counted per block)."""
+    number = 0
+    # predictions are short lines: smaller reads keep the number of line objects alive similar
+    for lines, commas in _line_blocks(preds, max(1, _JOIN_BLOCK // 4), b","):
+        if commas != len(lines) * (width - 1):
+            for offset, pred in enumerate(lines, start=1):
+                if pred.count(b",") + 1 != width:
+                    raise ReconcileError(
+                        f"shard {shard_key} prediction {number + offset}: the model returned {pred.count(b',') + 1} "
+                        f"value(s) ({pred[:80]!r}) but prediction_columns names {width}; make them agree")
+        number += len(lines)
+        yield lines
+
+
 def _join_csv(rows: BinaryIO, preds: BinaryIO, width: int, shard_key: str, *, fields: int,
               skip: AbstractSet[int] = frozenset(), origin: Callable[[int], str] = str) -> Iterator[bytes]:
     """``row,prediction\\n`` for every pair, a block of rows at a time (the per-line work runs in C).
@@ -120,11 +135,9 @@ def _join_csv(rows: BinaryIO, preds: BinaryIO, width: int, shard_key: str, *, fi
     off is checked row by row). Records in ``skip`` (rejected by the model) have no prediction and
     are left out.
     """
-    # predictions are short lines: smaller reads keep the number of line objects alive similar
-    pred_blocks = (lines for lines, _ in _line_blocks(preds, max(1, _JOIN_BLOCK // 4)))
+    pred_blocks = _checked_predictions(preds, width, shard_key)
     pending: list[bytes] = []
     used = 0  # of pending
-    checked = False
     first = 1  # record number of the block's first row
     for lines, commas in _line_blocks(rows, _JOIN_BLOCK, b","):
         if commas != len(lines) * (fields - 1):
@@ -145,14 +158,6 @@ def _join_csv(rows: BinaryIO, preds: BinaryIO, width: int, shard_key: str, *, fi
         used += len(lines)
         if not lines:
             continue
-        if not checked:
-            checked = True
-            pred = answers[0]
-            if pred.count(b",") + 1 != width:
-                raise ReconcileError(
-                    f"shard {shard_key}: the model returned {pred.count(b',') + 1} value(s) per record "
-                    f"({pred[:80]!r}) but prediction_columns names {width}; make them agree"
-                )
         yield b"\n".join(map(b",".join, zip(lines, answers, strict=True))) + b"\n"
     if len(pending) > used or next(pred_blocks, None) is not None:
         raise ReconcileError(f"shard {shard_key}: more predictions than input records")

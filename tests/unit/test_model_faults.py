@@ -225,8 +225,8 @@ def test_garbage_with_the_wrong_fields_fails_publish_naming_the_shard(tmp_path: 
     store, summary, result = score_shards(tmp_path, FIELDS)
     assert result["TransformJobStatus"] == "Completed"
     shard = summary["shards"][0]
-    with pytest.raises(ReconcileError, match=rf"shard {re.escape(shard['key'])}: the model returned 2 value\(s\) "
-                                             r"per record .* but prediction_columns names 1"):
+    with pytest.raises(ReconcileError, match=rf"shard {re.escape(shard['key'])} prediction 1: the model returned 2 "
+                                             r"value\(s\) .* but prediction_columns names 1"):
         publish(tmp_path, store, summary)
     assert_nothing_published(tmp_path, store)
     assert not list((tmp_path / "out").rglob("part-*"))

@@ -96,8 +96,18 @@ def test_second_attempt_leaves_first_untouched(tmp_path):
 def test_prediction_width_must_match_columns(tmp_path):
     store, base, summary = setup_shards(tmp_path, ["1,1"], shards=1)
     preds = write_predictions(store, base, summary, lambda r: "0.1,0.9")
-    with pytest.raises(ReconcileError, match=r"returned 2 value\(s\) per record .* names 1"):
+    with pytest.raises(ReconcileError, match=r"prediction 1: the model returned 2 value\(s\) .* names 1"):
         publish(store, base, summary, preds)
+
+
+def test_every_prediction_is_checked_not_just_the_first(tmp_path):
+    rows = [f"{i},{i}" for i in range(1, 5001)]
+    store, base, summary = setup_shards(tmp_path, rows, shards=1)
+    preds = write_predictions(store, base, summary, lambda r: "0.1,0.9" if r == "4321,4321" else "0.5")
+    with pytest.raises(ReconcileError, match=r"shard part-00000\.csv prediction 4321: the model returned 2 "
+                                             r"value\(s\) \(b'0\.1,0\.9'\) but prediction_columns names 1"):
+        publish(store, base, summary, preds)
+    assert nothing_published(tmp_path)
 
 
 def test_jsonl_join(tmp_path):
