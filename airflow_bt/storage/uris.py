@@ -15,10 +15,16 @@ def scheme_of(uri: str) -> str:
 
 
 def join_uri(base: str, *parts: str) -> str:
-    """Join path parts onto a URI with single slashes: ``join_uri("s3://b/a/", "x", "y.csv")``."""
+    """Join path parts onto a URI with single slashes: ``join_uri("s3://b/a/", "x", "y.csv")``.
+
+    A part with a ``..`` segment is refused: a key from a listing or a manifest must never reach
+    outside the prefix it is joined to (for ``file://`` that would be anywhere on the disk).
+    """
     out = base.rstrip("/")
     for part in parts:
         part = part.strip("/")
+        if ".." in part.split("/"):
+            raise ValueError(f"{part!r} has a '..' segment: joined to {base!r} it could escape that prefix")
         if part:
             out = f"{out}/{part}"
     return out
@@ -44,4 +50,6 @@ def file_path(uri: str) -> str:
         raise ValueError(f"not a file:// URI: {uri!r}")
     if parts.netloc not in ("", "localhost"):
         raise ValueError(f"file:// URI must be absolute (file:///path), got {uri!r}")
+    if ".." in parts.path.split("/"):
+        raise ValueError(f"file:// URI must not contain '..' segments, got {uri!r}")
     return parts.path
