@@ -37,15 +37,19 @@ def rejected_uri(prefix: str, shard_key: str) -> str:
     return join_uri(prefix, ERRORS_FOLDER, shard_key + ".jsonl")
 
 
-def locate(store: Storage, shard_keys: Iterable[str], prefixes: list[str]) -> dict[str, str]:
-    """Shard key -> the first of ``prefixes`` that holds its ``.out`` (one listing per prefix)."""
+def locate(store: Storage, shard_keys: Iterable[str], prefixes: list[str]) -> dict[str, tuple[str, bool]]:
+    """Shard key -> (the first of ``prefixes`` that holds its ``.out``, whether it has rejected records there).
+
+    One listing per prefix (recursive, so it also shows ``errors/``): no request per shard.
+    """
     wanted = {key + ".out": key for key in shard_keys}
-    found: dict[str, str] = {}
+    found: dict[str, tuple[str, bool]] = {}
     for prefix in prefixes:
-        for obj in store.list(as_prefix(prefix)):
-            key = wanted.get(obj.key)
+        listed = {obj.key for obj in store.list(as_prefix(prefix))}
+        for name in listed:
+            key = wanted.get(name)
             if key is not None and key not in found:
-                found[key] = as_prefix(prefix)
+                found[key] = (as_prefix(prefix), f"{ERRORS_FOLDER}/{key}.jsonl" in listed)
         if len(found) == len(wanted):
             break
     return found
@@ -69,12 +73,13 @@ def complete_outputs(store: Storage, summary: dict[str, Any], prefixes: list[str
     located = locate(store, (s["key"] for s in summary["shards"]), prefixes)
     complete: dict[str, str] = {}
     for shard in summary["shards"]:
-        prefix = located.get(shard["key"])
-        if prefix is None:
+        if shard["key"] not in located:
             continue
+        prefix, has_rejected = located[shard["key"]]
         with store.open_read(prediction_uri(prefix, shard["key"])) as stream:
             predictions = count_lines(stream)
-        if predictions + len(read_rejected(store, prefix, shard["key"])) == shard["records"]:
+        rejected = read_rejected(store, prefix, shard["key"]) if has_rejected else []
+        if predictions + len(rejected) == shard["records"]:
             complete[shard["key"]] = prefix
     return complete
 

@@ -58,14 +58,14 @@ def reconcile(store: Storage, summary: dict[str, Any], predictions: str | list[s
     located = locate(store, (s["key"] for s in summary["shards"]), prefixes)
     found: dict[str, ShardPredictions] = {}
     for shard in summary["shards"]:
-        prefix = located.get(shard["key"])
-        if prefix is None:
+        if shard["key"] not in located:
             raise ReconcileError(
                 f"shard {shard['key']} ({shard['records']} records) has no predictions: no "
                 f"{shard['key']}.out under {' or '.join(prefixes)}"
             )
+        prefix, has_rejected = located[shard["key"]]
         uri = prediction_uri(prefix, shard["key"])
-        rejected = read_rejected(store, prefix, shard["key"])
+        rejected = read_rejected(store, prefix, shard["key"]) if has_rejected else []
         with store.open_read(uri) as stream:
             got = count_lines(stream)
         if got + len(rejected) != shard["records"]:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import os
 import tempfile
 from collections.abc import Iterator
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from airflow_bt.storage.base import ObjectExistsError, ObjectInfo, ObjectNotFoundError, Storage
 from airflow_bt.storage.uris import as_prefix, split_s3
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
+    from botocore.config import Config
 
 # Parts are spooled in memory up to this size, then on local disk, before the create-only PUT.
 _SPOOL_BYTES = 16 * 1024 * 1024
@@ -23,6 +26,13 @@ _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
 
 
 _READ_BUFFER = 1024 * 1024
+#: Retries when the caller configured none (no ``retries`` in the client's Config, no
+#: ``AWS_RETRY_MODE``/``AWS_MAX_ATTEMPTS``, no ``retry_mode``/``max_attempts`` in the profile).
+#: botocore's own default is 3 attempts in standard mode (current botocore; older ones default to
+#: legacy mode, 5 attempts, uncapped backoff), so a request that meets a few 500s or SlowDowns in a
+#: row fails the whole step, whose Airflow retry then redoes every object. Standard mode caps the
+#: backoff at 20 s and stops retrying once its retry quota is spent, so an outage still fails.
+_DEFAULT_RETRIES: dict[str, Any] = {"mode": "standard", "total_max_attempts": 10}
 
 
 class _BodyReader(io.RawIOBase):
@@ -45,11 +55,47 @@ def _error_code(exc: Exception) -> str:
     return str(response.get("Error", {}).get("Code", ""))
 
 
+def _retry_attempts(exc: Exception) -> int:
+    """How many times botocore retried the call that raised ``exc`` (0: the first answer was final)."""
+    response: dict[str, Any] = getattr(exc, "response", {}) or {}
+    return int(response.get("ResponseMetadata", {}).get("RetryAttempts") or 0)
+
+
+def _with_default_retries(config: Config | None, profile: str | None = None) -> Config | None:
+    """``config`` plus ``_DEFAULT_RETRIES``, unless the caller configured retries anywhere.
+
+    Anywhere means the Config's ``retries``, the environment (``AWS_RETRY_MODE``,
+    ``AWS_MAX_ATTEMPTS``) or the shared config file's profile (``retry_mode``,
+    ``max_attempts``): a caller's choice always wins, in full.
+    """
+    from botocore.config import Config
+    from botocore.exceptions import ProfileNotFound
+    from botocore.session import Session
+
+    if getattr(config, "retries", None):
+        return config
+    if os.environ.get("AWS_RETRY_MODE") or os.environ.get("AWS_MAX_ATTEMPTS"):
+        return config
+    try:
+        scoped = Session(profile=profile).get_scoped_config()
+    except ProfileNotFound:
+        return config  # creating the client reports it
+    if "retry_mode" in scoped or "max_attempts" in scoped:
+        return config
+    defaults = Config(retries=dict(_DEFAULT_RETRIES))
+    return config.merge(defaults) if config is not None else defaults
+
+
 class S3Storage(Storage):
     """Objects in S3 (or MinIO, or moto) reached through ``S3Hook(aws_conn_id)``.
 
     With ``aws_conn_id=None`` boto3's standard configuration is used (environment,
     ``AWS_ENDPOINT_URL_S3``, profiles), which is what processes outside Airflow want.
+
+    Faults: requests are retried by botocore (``_DEFAULT_RETRIES`` unless the caller set
+    retries). A create-only PUT whose first attempt succeeded but whose answer was lost is
+    retried and meets its own object (412); :meth:`open_write` accepts that when the object
+    holds exactly the bytes it sent, and still raises :class:`ObjectExistsError` otherwise.
     """
 
     scheme = "s3"
@@ -63,10 +109,15 @@ class S3Storage(Storage):
         if self.aws_conn_id is None or self.client_kwargs is not None:
             import boto3
 
-            return boto3.client("s3", **(self.client_kwargs or {}))
+            kwargs = dict(self.client_kwargs or {})
+            kwargs["config"] = _with_default_retries(kwargs.get("config"))
+            return boto3.client("s3", **kwargs)
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-        return S3Hook(aws_conn_id=self.aws_conn_id).get_conn()
+        hook = S3Hook(aws_conn_id=self.aws_conn_id)
+        config = _with_default_retries(hook.conn_config.botocore_config, hook.conn_config.profile_name)
+        # get_conn() with the connection's own Config, or the same client with retries added
+        return hook.get_client_type(region_name=hook.region_name, config=config)
 
     def portable(self) -> S3Storage:
         """Resolve the connection now into plain boto3 arguments a spawned process can use."""
@@ -148,9 +199,45 @@ class S3Storage(Storage):
             try:
                 self.client.put_object(Bucket=bucket, Key=key, Body=spool, ContentLength=size, IfNoneMatch="*")
             except Exception as exc:
-                if _error_code(exc) in _EXISTS_CODES:
-                    raise ObjectExistsError(uri) from None
-                raise
+                if _error_code(exc) not in _EXISTS_CODES:
+                    raise
+                # After a retry the object we collided with may be our own first attempt, whose
+                # success response was lost (a 5xx from a proxy, a dropped connection).
+                if _retry_attempts(exc) and self._holds(bucket, key, spool, size):
+                    return
+                raise ObjectExistsError(uri) from None
+
+    def _holds(self, bucket: str, key: str, spool: IO[bytes], size: int) -> bool:
+        """Whether the object at ``bucket/key`` is exactly the ``size`` bytes in ``spool``.
+
+        The ETag of a single-part PUT without SSE-KMS/SSE-C is the MD5 of the bytes: equal
+        ETags settle it without a download. Otherwise (another ETag kind, or other bytes) the
+        object is read back and compared, so an encrypted twin is not mistaken for a collision.
+        """
+        try:
+            head = self.client.head_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            if _error_code(exc) in _MISSING_CODES:
+                return False
+            raise
+        if int(head["ContentLength"]) != size:
+            return False
+        spool.seek(0)
+        md5 = hashlib.md5(usedforsecurity=False)
+        for chunk in iter(lambda: spool.read(_READ_BUFFER), b""):
+            md5.update(chunk)
+        if str(head["ETag"]).strip('"') == md5.hexdigest():
+            return True
+        spool.seek(0)
+        body = self.client.get_object(Bucket=bucket, Key=key, IfMatch=head["ETag"])["Body"]
+        try:
+            stored = io.BufferedReader(_BodyReader(body), buffer_size=_READ_BUFFER)
+            while chunk := spool.read(_READ_BUFFER):
+                if stored.read(len(chunk)) != chunk:  # a buffered read returns short only at the end
+                    return False
+            return stored.read(1) == b""
+        finally:
+            body.close()
 
     def replace_bytes(self, uri: str, data: bytes) -> None:
         bucket, key = split_s3(uri)
