@@ -203,3 +203,18 @@ def test_empty_input_publishes_an_empty_result(tmp_path):
     assert manifest["parts"] == [] and manifest["rows_out"] == 0
     assert read_latest(store, join_uri(base, "out/dt=1"))["attempt_prefix"] == manifest["attempt_prefix"]
     assert (tmp_path / "out/dt=1/run-a-1/_SUCCESS").exists()
+
+
+def test_latest_never_points_at_an_attempt_without_success(tmp_path):
+    from airflow_bt.steps.publish import point_latest
+
+    rows = [f"{i},{i}" for i in range(10)]
+    store, base, summary = setup_shards(tmp_path, rows, shards=1)
+    preds = write_predictions(store, base, summary, lambda r: "1")
+    good = publish(store, base, summary, preds)
+    half = join_uri(base, "out/dt=1/run-b-1") + "/"
+    store.put_bytes(half + "_manifest.json", b"{}")  # an attempt killed before its _SUCCESS
+    with pytest.raises(RuntimeError, match=r"refusing to point .*_LATEST\.json at .*run-b-1/: it has no _SUCCESS"):
+        point_latest(store, join_uri(base, "out/dt=1/_LATEST.json"),
+                     {**good, "attempt_prefix": half})
+    assert read_latest(store, join_uri(base, "out/dt=1"))["attempt_prefix"] == good["attempt_prefix"]

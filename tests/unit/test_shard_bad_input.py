@@ -273,3 +273,12 @@ def test_small_blocks_with_records_longer_than_a_block(tmp_path, monkeypatch):
     store, summary = run(tmp_path, min_shards=3)
     assert sharded(store, summary) == rows
     assert sum(s["records"] for s in summary["shards"]) == 200
+
+
+def test_balanced_ragged_rows_pass_the_block_count_and_strict_catches_them(tmp_path):
+    put(tmp_path, "a.csv", HEADER + b"\n".join([GOOD[0], b"2,x,1,extra", b"3,y", GOOD[1]]) + b"\n")
+    _, summary = run(tmp_path)  # standard: +1 and -1 field in one block balance out (documented)
+    assert summary["records"] == 4
+    put(tmp_path / "strict", "a.csv", HEADER + b"\n".join([GOOD[0], b"2,x,1,extra", b"3,y", GOOD[1]]) + b"\n")
+    fails(tmp_path / "strict", r"a\.csv line 3 \(byte offset \d+\): 4 field\(s\), but the header has 3",
+          validation="strict")
