@@ -16,8 +16,10 @@ class PublishPredictionsOperator(BatchStepOperator):
     """Reconcile, join and publish to ``<output_uri>/<run slug>-<try>/``, then point ``_LATEST.json`` at it.
 
     Every input record must have exactly one prediction, else the task fails naming the shard
-    and both counts, and nothing is published. The attempt's objects are written first, then
-    ``_manifest.json``, then ``_SUCCESS``; ``_LATEST.json`` moves last.
+    and both counts, and nothing is published. The predictions must have been made from the shard
+    task's latest output (a shard task that ran again after the transform fails this task). The
+    attempt's objects are written first, then ``_manifest.json``, then ``_SUCCESS``;
+    ``_LATEST.json`` moves last.
 
     :param shards: the shard task's return value.
     :param transform: the transform task's return value.
@@ -57,6 +59,12 @@ class PublishPredictionsOperator(BatchStepOperator):
         if not isinstance(self.transform, dict) or "output_uri" not in self.transform:
             raise AirflowFailException(f"`transform` must be the transform task's return value, got "
                                        f"{self.transform!r}")
+        scored = self.transform.get("shards_summary_uri")
+        if scored and scored != self.shards["summary_uri"]:
+            raise AirflowFailException(
+                f"the transform task's predictions were made from the shards of {scored}, but the shard task's "
+                f"latest output is {self.shards['summary_uri']} (the shard task ran again after the transform): "
+                "clear the transform task together with publish, so that the new shards are scored")
         attempt = try_number(context)
         layout = RunLayout(work_root=self.shards["work_uri"], output_root=self.output_uri,
                            slug=self.shards["run_slug"])

@@ -297,6 +297,7 @@ class BatchTransformOperator(BatchStepOperator):
         if shard_count == 0:
             self.log.info("the partition has no records: no transform job is started (nothing to pay for)")
             return {"job_name": None, "status": "Skipped", "backend": self.backend,
+                    "shards_summary_uri": self.shards["summary_uri"],
                     "output_uri": layout.step_prefix("transform", try_number(context)), "records": 0,
                     "billable_instance_seconds": 0.0}
         try:
@@ -310,8 +311,10 @@ class BatchTransformOperator(BatchStepOperator):
             instance_count = shard_count
         self._price()  # a bad price fails now, not after the job ran
         if self.backend == "sagemaker":
-            return self._execute_sagemaker(context, summary, layout, instance_count)
-        return self._execute_local(context, summary, layout, instance_count)
+            result = self._execute_sagemaker(context, summary, layout, instance_count)
+        else:
+            result = self._execute_local(context, summary, layout, instance_count)
+        return {**result, "shards_summary_uri": self.shards["summary_uri"]}
 
     # -- local ----------------------------------------------------------------------------------------------
 
@@ -568,7 +571,8 @@ class BatchTransformOperator(BatchStepOperator):
         if description["TransformJobStatus"] in sm.NON_TERMINAL:  # an event status the job no longer agrees with
             raise AirflowException(f"trigger reported {event['status']} but transform job {job_name} is "
                                    f"{description['TransformJobStatus']}")
-        return self._finish(description, summary, layout, attempt=try_number(context), ds=str(context["ds"]))
+        result = self._finish(description, summary, layout, attempt=try_number(context), ds=str(context["ds"]))
+        return {**result, "shards_summary_uri": self.shards["summary_uri"]}
 
     def on_kill(self) -> None:
         """The task is being killed (SIGTERM, a timeout, marked failed): stop the job it runs."""
