@@ -31,6 +31,17 @@ def model_tarball(dest: Path, name: str) -> str:
     return out.as_uri()
 
 
+#: A handler whose every prediction fails, as a model out of GPU memory does.
+OUT_OF_MEMORY_HANDLER = """
+def model_fn(model_dir):
+    return None
+
+
+def predict_fn(data, model):
+    raise RuntimeError("CUDA error: out of memory")
+"""
+
+
 def inline_handler(dest: Path, name: str, source: str) -> str:
     """``model.tar.gz`` whose ``code/inference.py`` is ``source``, as a file:// URI (for one-off fault models)."""
     out = dest / f"{name}.tar.gz"

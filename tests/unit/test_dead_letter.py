@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from engine_helpers import (
+    OUT_OF_MEMORY_HANDLER,
     crashing_server_model,
     handler_model,
     inline_handler,
@@ -226,20 +227,11 @@ def test_a_model_that_rejects_every_record_of_a_request_fails_the_object(tmp_pat
     assert result["LocalEngineStats"]["rejected"] == 0
 
 
-ALWAYS_FAILS = """
-def model_fn(model_dir):
-    return None
-
-
-def predict_fn(data, model):
-    raise RuntimeError("CUDA error: out of memory")
-"""
-
-
 def test_a_model_that_rejects_every_record_of_an_object_one_by_one_fails_it(tmp_path: Path) -> None:
     inp = write_files(tmp_path / "in", {"a.csv": rows("1", "2", "3"), "b.csv": rows("4")})
     req = transform_request(inp, (tmp_path / "out").as_uri(), BatchStrategy="SingleRecord")
-    result = run_transform_job(req, handler_model(inline_handler(tmp_path, "oom", ALWAYS_FAILS)), dead_letter=True)
+    model = handler_model(inline_handler(tmp_path, "oom", OUT_OF_MEMORY_HANDLER))
+    result = run_transform_job(req, model, dead_letter=True)
     assert result["TransformJobStatus"] == "Failed"
     assert result["FailureReason"] == (
         f"{inp}a.csv: the model failed request 1 (records 1-1) after 1 attempt: RuntimeError: CUDA error: out of "

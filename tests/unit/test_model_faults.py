@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 from engine_helpers import (
+    OUT_OF_MEMORY_HANDLER,
     crashing_server_model,
     handler_model,
     inline_handler,
@@ -82,20 +83,10 @@ def test_with_dead_letter_a_crashed_model_is_not_bisected(tmp_path: Path) -> Non
     assert result["LocalEngineStats"]["rejected"] == 0
 
 
-RAISES = """
-def model_fn(model_dir):
-    return None
-
-
-def predict_fn(data, model):
-    raise RuntimeError("CUDA error: out of memory")
-"""
-
-
 def test_a_handler_that_raises_fails_every_object_with_its_message(tmp_path: Path) -> None:
     inp = write_files(tmp_path / "in", {"a.csv": rows("1"), "b.csv": rows("2", "3")})
     result = run_transform_job(transform_request(inp, (tmp_path / "out").as_uri()),
-                               handler_model(inline_handler(tmp_path, "raises", RAISES)))
+                               handler_model(inline_handler(tmp_path, "raises", OUT_OF_MEMORY_HANDLER)))
     assert result["TransformJobStatus"] == "Failed"
     assert result["FailureReason"] == (f"{inp}a.csv: the model failed request 1 (records 1-1) after 1 attempt: "
                                        "RuntimeError: CUDA error: out of memory (and 1 more object failed)")
