@@ -469,12 +469,10 @@ class BatchTransformOperator(BatchStepOperator):
 
     def _earlier_job_outputs(self, base: str, attempt: int, model_name: str | None, *, exclude: str) -> list[str]:
         """Output prefixes of this run's earlier jobs that ended Failed/Stopped with the same model, newest first."""
-        from airflow_bt.steps.naming import retry_job_name
         from airflow_bt.transform.backends import sagemaker as sm
 
-        names = [base] + [retry_job_name(base, t) for t in range(2, int(attempt) + 1)]
         prefixes = []
-        for name in reversed(names):
+        for name in reversed(sm.run_job_names(base, attempt)):
             if name == exclude:
                 continue
             description = sm.describe_or_none(self.sagemaker_hook, name)

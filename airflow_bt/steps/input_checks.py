@@ -19,9 +19,9 @@ tier vouches for:
 - ``standard`` (default): all of the above. It misses one case: within one 4 MB block, a CSV
   row with a field too many and another with one too few balance out in the comma count.
 - ``fast``: no comma count (it costs ~0.65 ms per MB without numpy, which would double the
-  step's time); CSV field counts are then checked only by the publish step, which fails
-  before publishing anything (:func:`airflow_bt.steps.publish.publish_attempt`). With
-  ``quarantine`` the comma count is made anyway: ragged rows must be set aside here.
+  step's time); CSV field counts, and so blank lines, are then checked only by the publish
+  step, which fails before publishing anything (:func:`airflow_bt.steps.publish.publish_attempt`).
+  With ``quarantine`` the comma count is made anyway: ragged rows must be set aside here.
 - ``strict``: every line is parsed (~1 µs per record).
 """
 
@@ -114,11 +114,13 @@ class RecordRules:
         if self.max_record_bytes is not None and end > self.max_record_bytes and self._has_long_gap(buffer, end):
             return False
         if self.fmt == "csv":
-            if buffer.find(b'"', 0, end) >= 0 or buffer[0] == 0x0A or buffer.find(b"\n\n", 0, end) >= 0:
-                return False  # quoted fields, or blank lines
+            if buffer.find(b'"', 0, end) >= 0:
+                return False  # quoted fields
             if self.validation == "fast" and not self.quarantine:
-                return True  # field counts are left to the publish step
-            return count(0, end, 0x2C) == records * (self.width - 1)
+                return True  # field counts (and so blank lines) are left to the publish step
+            if self.width == 1:  # no commas to count: look for blank lines (a 2-byte search, ~1 ms per MB)
+                return buffer[0] != 0x0A and buffer.find(b"\n\n", 0, end) < 0
+            return count(0, end, 0x2C) == records * (self.width - 1)  # a blank line has no comma either
         # JSON Lines: every line starts with "{" and ends with "}" (objects, the usual records)
         return (buffer[0] == 0x7B and buffer.count(b"}\n", 0, end) == records
                 and buffer.count(b"\n{", 0, end - 1) == records - 1)

@@ -282,3 +282,17 @@ def test_balanced_ragged_rows_pass_the_block_count_and_strict_catches_them(tmp_p
     put(tmp_path / "strict", "a.csv", HEADER + b"\n".join([GOOD[0], b"2,x,1,extra", b"3,y", GOOD[1]]) + b"\n")
     fails(tmp_path / "strict", r"a\.csv line 3 \(byte offset \d+\): 4 field\(s\), but the header has 3",
           validation="strict")
+
+
+def test_fast_validation_leaves_blank_lines_to_publish(tmp_path):
+    from airflow_bt.steps.publish import ReconcileError, publish_attempt
+
+    put(tmp_path, "a.csv", HEADER + GOOD[0] + b"\n\n" + GOOD[1] + b"\n")
+    store, summary = run(tmp_path, validation="fast")
+    assert summary["records"] == 3  # the blank line went through
+    preds = tmp_path.as_uri() + "/work/transform-1/"
+    store.put_bytes(preds + "part-00000.csv.out", b"0.5\n" * 3)
+    with pytest.raises(ReconcileError, match=r"record 2 \(a\.csv record 2\): 1 field\(s\), but the header has 3"):
+        publish_attempt(store, summary, preds, tmp_path.as_uri() + "/out/a-1/",
+                        tmp_path.as_uri() + "/out/_LATEST.json", prediction_columns=["p"])
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]  # nothing published

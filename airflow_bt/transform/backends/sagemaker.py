@@ -68,6 +68,11 @@ class JobChoice:
     existing: dict[str, Any] | None = None
 
 
+def run_job_names(base: str, try_number: int) -> list[str]:
+    """The names the jobs of one run can have by ``try_number``: ``base``, then ``base-r<try>``."""
+    return [base] + [retry_job_name(base, t) for t in range(2, int(try_number) + 1)]
+
+
 def choose_job(hook: Any, base: str, try_number: int, log: LogLike, *, model_name: str | None = None
                ) -> JobChoice:
     """Find the job an earlier try of this run launched, or name the one this try creates.
@@ -78,8 +83,7 @@ def choose_job(hook: Any, base: str, try_number: int, log: LogLike, *, model_nam
     ``Stopped``, or a job of another model than ``model_name`` (the task was cleared after the
     model changed), means this try creates ``base-r<try>`` (never a name already taken).
     """
-    names = [base] + [retry_job_name(base, t) for t in range(2, int(try_number) + 1)]
-    for name in reversed(names):
+    for name in reversed(run_job_names(base, try_number)):
         description = describe_or_none(hook, name)
         if description is None:
             continue
