@@ -328,10 +328,11 @@ class BatchTransformOperator(BatchStepOperator):
                                       attempt)
         model_request = self._model_request()
         store = self.hook.storage(layout.run_prefix)
+        model = self._model_fingerprint(model_request)
         earlier = [layout.step_prefix("transform", t) for t in range(attempt - 1, 0, -1)
-                   if self._same_local_model(store, layout.step_file("transform", t, ".job.json"), model_request)]
+                   if self._same_local_model(store, layout.step_file("transform", t, ".job.json"), model)]
         store.put_bytes(layout.step_file("transform", attempt, ".job.json"),
-                        json.dumps({"job_name": job_name, "model_sha256": _digest(model_request)}).encode())
+                        json.dumps({"job_name": job_name, "model_sha256": model}).encode())
         reused, input_uri = self._plan_partial_retry(store, summary, earlier,
                                                      layout.step_file("transform", attempt, ".manifest"))
         prefixes = [output_uri, *dict.fromkeys(reused.values())]
@@ -359,14 +360,26 @@ class BatchTransformOperator(BatchStepOperator):
                             prediction_prefixes=prefixes, reused_shards=len(reused),
                             rejected=stats.get("rejected", 0))
 
-    def _same_local_model(self, store: Any, job_record_uri: str, model_request: dict[str, Any]) -> bool:
+    def _model_fingerprint(self, model_request: dict[str, Any]) -> str:
+        """A hash of the ``CreateModel`` request and of its artifact's ETag (size-mtime for files): a
+        ``model.tar.gz`` replaced at the same URL is another model, whose predictions are not reused."""
+        url = model_request.get("PrimaryContainer", {}).get("ModelDataUrl")
+        etag = None
+        if url:
+            try:
+                etag = self.hook.storage(url).stat(url).etag
+            except Exception:  # no artifact to stat (a folder, a running container): the request alone
+                etag = None
+        return _digest({"model": model_request, "artifact_etag": etag})
+
+    def _same_local_model(self, store: Any, job_record_uri: str, fingerprint: str) -> bool:
         from airflow_bt.storage import ObjectNotFoundError
 
         try:
             record = json.loads(store.read_bytes(job_record_uri))
         except ObjectNotFoundError:
             return False
-        return bool(record.get("model_sha256") == _digest(model_request))
+        return bool(record.get("model_sha256") == fingerprint)
 
     def _plan_partial_retry(self, store: Any, summary: dict[str, Any], earlier: list[str], manifest_uri: str
                             ) -> tuple[dict[str, str], str]:

@@ -116,3 +116,15 @@ def test_an_earlier_output_with_the_wrong_count_is_not_reused(run):
     result = transform(run, 2)
     assert result["reused_shards"] == 1
     assert outputs(run, 2) == ["part-00000.csv.out", "part-00001.csv.out"]
+
+
+def test_a_model_artifact_replaced_at_the_same_url_is_another_model(run):
+    with pytest.raises(AirflowException):
+        transform(run, 1)
+    run["marker"].touch()
+    artifact = Path(run["model"].removeprefix("file://"))
+    data = artifact.read_bytes()
+    artifact.unlink()
+    artifact.write_bytes(data + b"\0" * 1024)  # a new upload: another size and mtime, same URL
+    result = transform(run, 2)
+    assert result["reused_shards"] == 0
