@@ -339,9 +339,7 @@ class BatchTransformOperator(BatchStepOperator):
         if len(reused) == len(summary["shards"]):
             self.log.info("every shard's predictions exist from earlier tries (%s): no transform job is started",
                           ", ".join(prefixes[1:]))
-            return {"job_name": None, "status": "Reused", "backend": self.backend, "output_uri": output_uri,
-                    "prediction_prefixes": prefixes, "reused_shards": len(reused), "records": summary["records"],
-                    "billable_instance_seconds": 0.0}
+            return self._reused_result(output_uri, reused, summary)
         instance_count = min(instance_count, len(summary["shards"]) - len(reused))
         request = self._transform_request(summary, job_name=job_name, model_name=self.model_name,
                                           output_uri=output_uri, instance_count=instance_count, input_uri=input_uri)
@@ -380,6 +378,12 @@ class BatchTransformOperator(BatchStepOperator):
         except ObjectNotFoundError:
             return False
         return bool(record.get("model_sha256") == fingerprint)
+
+    def _reused_result(self, output_uri: str, reused: dict[str, str], summary: dict[str, Any]) -> dict[str, Any]:
+        """The return value when earlier tries left every shard's predictions: no job, nothing billed."""
+        return {"job_name": None, "status": "Reused", "backend": self.backend, "output_uri": output_uri,
+                "prediction_prefixes": [output_uri, *dict.fromkeys(reused.values())],
+                "reused_shards": len(reused), "records": summary["records"], "billable_instance_seconds": 0.0}
 
     def _plan_partial_retry(self, store: Any, summary: dict[str, Any], earlier: list[str], manifest_uri: str
                             ) -> tuple[dict[str, str], str]:
@@ -445,10 +449,7 @@ class BatchTransformOperator(BatchStepOperator):
                 join_uri(layout.run_prefix, "transform", f"{job_name}.manifest"))
             if len(reused) == len(summary["shards"]):
                 self.log.info("every shard's predictions exist from earlier jobs of this run: no job is started")
-                return {"job_name": None, "status": "Reused", "backend": self.backend, "output_uri": output_uri,
-                        "prediction_prefixes": [output_uri, *dict.fromkeys(reused.values())],
-                        "reused_shards": len(reused), "records": summary["records"],
-                        "billable_instance_seconds": 0.0}
+                return self._reused_result(output_uri, reused, summary)
             instance_count = min(instance_count, len(summary["shards"]) - len(reused))
             request = self._transform_request(summary, job_name=job_name, model_name=model_name,
                                               output_uri=output_uri, instance_count=instance_count,

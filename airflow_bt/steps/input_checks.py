@@ -41,6 +41,13 @@ VALIDATION_MODES = ("standard", "fast", "strict")
 BAD_RECORD_MODES = ("fail", "quarantine")
 
 
+def csv_fields(line: bytes) -> int:
+    """How many fields a CSV line has (quoted fields parsed; the quote-free common case counts commas)."""
+    if b'"' in line:
+        return len(next(csv.reader([line.decode("utf-8", errors="replace")])))
+    return line.count(b",") + 1
+
+
 @dataclass(frozen=True)
 class BadRecord:
     """One input record that cannot be sent to the model, and why."""
@@ -88,7 +95,7 @@ class RecordRules:
     width: int = 0  # CSV fields per record (from the header)
 
     def set_header(self, header: bytes) -> None:
-        self.width = len(next(csv.reader([header.decode("utf-8")])))
+        self.width = csv_fields(header)
 
     def _limit_hint(self) -> str:
         return ("raise `transform.max_payload_mb` (the payload limit) or split such records upstream; "
@@ -196,7 +203,7 @@ class RecordRules:
             return (f"the record is {len(raw) + 1} bytes with its newline, over the payload limit of "
                     f"{self.max_record_bytes} bytes", self._limit_hint())
         if self.fmt == "csv":
-            fields = len(next(csv.reader([text]))) if '"' in text else text.count(",") + 1
+            fields = csv_fields(raw)
             if fields != self.width:
                 return f"{fields} field(s), but the header has {self.width}", FIX_HINT
             return None

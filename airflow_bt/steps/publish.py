@@ -8,7 +8,6 @@ Every object of the attempt is written create-only; nothing of an earlier attemp
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
 import time
@@ -22,6 +21,7 @@ import pendulum
 
 from airflow_bt.faults import failpoint
 from airflow_bt.logs import LogLike
+from airflow_bt.steps.input_checks import csv_fields
 from airflow_bt.steps.layout import LATEST_NAME, MANIFEST_NAME, SUCCESS_NAME
 from airflow_bt.steps.predictions import ERRORS_FOLDER, count_lines, locate, prediction_uri, read_rejected
 from airflow_bt.storage.base import ObjectNotFoundError, Storage
@@ -99,12 +99,6 @@ def _line_blocks(stream: BinaryIO, size: int, count: bytes | None = None) -> Ite
         yield [_strip(tail)], tail.count(count) if count else 0
 
 
-def _fields(line: bytes) -> int:
-    if b'"' in line:
-        return len(next(csv.reader([line.decode("utf-8", errors="replace")])))
-    return line.count(b",") + 1
-
-
 def _kept(lines: list[bytes], first: int, skip: AbstractSet[int]) -> list[bytes]:
     """``lines`` (record numbers ``first``...) without the records in ``skip``."""
     if not skip or not any(first <= n < first + len(lines) for n in skip):
@@ -142,9 +136,9 @@ def _join_csv(rows: BinaryIO, preds: BinaryIO, width: int, shard_key: str, *, fi
     for lines, commas in _line_blocks(rows, _JOIN_BLOCK, b","):
         if commas != len(lines) * (fields - 1):
             for number, line in enumerate(lines, start=first):
-                if _fields(line) != fields:
+                if csv_fields(line) != fields:
                     raise ReconcileError(
-                        f"shard {shard_key} record {number} ({origin(number)}): {_fields(line)} field(s), but the "
+                        f"shard {shard_key} record {number} ({origin(number)}): {csv_fields(line)} field(s), but the "
                         f"header has {fields}; nothing was published. The shard step checks this with "
                         "`shard.validation: standard` (or strict), where `shard.on_bad_record: quarantine` can set "
                         "such rows aside")
@@ -257,7 +251,7 @@ def publish_attempt(
     found = reconcile(store, summary, predictions)
     fmt = summary["format"]
     header = summary.get("header")
-    fields = len(next(csv.reader([header]))) if fmt == "csv" and header else 0
+    fields = csv_fields(header.encode()) if fmt == "csv" and header else 0
     parts = []
     for index, shard in enumerate(summary["shards"], start=1):
         part_uri = join_uri(attempt_prefix, shard["key"])
