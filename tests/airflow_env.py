@@ -26,6 +26,18 @@ def airflow_env(home: Path, data_root: Path | None = None, **extra: str) -> dict
     return env
 
 
+def dags_folder_in_zone(folder: Path, timezone: str) -> Path:
+    """A copy of the repository's DAG folder whose configs cut days in ``timezone``."""
+    import shutil
+
+    shutil.copytree(REPO / "dags", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for config in (folder / "configs").glob("*.yaml"):
+        text = config.read_text()
+        assert "  timezone: UTC\n" in text, f"{config}: no `timezone: UTC` line to replace"
+        config.write_text(text.replace("  timezone: UTC\n", f"  timezone: {timezone}\n"))
+    return folder
+
+
 def airflow(env: dict[str, str], *args: str, timeout: float = 600, check: bool = True
             ) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([str(BIN / "airflow"), *args], env=env, capture_output=True, text=True,

@@ -7,8 +7,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pendulum
-
 from airflow_bt.compat import DAG, Asset, Param
 from airflow_bt.dag_factory.config import load_config
 from airflow_bt.operators.postprocess import PublishPredictionsOperator
@@ -70,7 +68,7 @@ def build_dag(config: dict[str, Any], *, default_root: str) -> DAG:
         dag_id=config["dag_id"],
         description=config["description"] or f"Nightly batch scoring of {model}",
         schedule=timetable,
-        start_date=pendulum.datetime(start.year, start.month, start.day, tz=config["schedule"]["timezone"]),
+        start_date=timetable.label(start),  # the first scored day's label, midnight UTC (see the timetable)
         catchup=config["catchup"],
         max_active_runs=config["max_active_runs"],
         tags=["airflow_bt", "batch-scoring", *config["tags"]],

@@ -17,6 +17,7 @@ from airflow_env import (
     airflow,
     airflow_env,
     api_healthy,
+    dags_folder_in_zone,
     free_port,
     wait_for,
 )
@@ -77,8 +78,11 @@ def assert_first_attempts_unchanged(before, after) -> None:
 
 @pytest.mark.skipif(AIRFLOW_V3, reason="`airflow dags backfill` is the Airflow 2 command")
 def test_airflow2_dags_backfill(pg_database, backfill_root, tmp_path):
+    # Days cut in Berlin: before the timetable labelled days by midnight UTC, this ran two days, the
+    # first of them into dt=2026-05-31.
     env = airflow_env(tmp_path / "home", backfill_root, AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=pg_database.url,
-                      AIRFLOW__CORE__EXECUTOR="LocalExecutor")
+                      AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+                      AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder_in_zone(tmp_path / "dags", "Europe/Berlin")))
     airflow(env, "db", "migrate")
     airflow(env, "dags", "backfill", "-s", DATES[0], "-e", DATES[-1], DAG_ID)
     first = check_partitions(backfill_root, expected_attempts=1)
@@ -93,9 +97,11 @@ def test_airflow2_dags_backfill(pg_database, backfill_root, tmp_path):
 
 @pytest.mark.skipif(not AIRFLOW_V3, reason="`airflow backfill create` is the Airflow 3 command")
 def test_airflow3_backfill_create(pg_database, backfill_root, tmp_path):
+    # Days cut in New York: before the timetable labelled days by midnight UTC, June 3 was left out.
     port = free_port()
     env = airflow_env(
         tmp_path / "home", backfill_root,
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder_in_zone(tmp_path / "dags", "America/New_York")),
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=pg_database.url,
         AIRFLOW__CORE__EXECUTOR="LocalExecutor",
         AIRFLOW__API__PORT=str(port),

@@ -88,3 +88,26 @@ def test_dag_publishes_one_prediction_per_input_row_and_reruns_add_attempts(airf
     assert second != first and (second / "_SUCCESS").exists()
     assert snapshot(first) == before  # byte for byte, and not even touched
     assert published(second) == (out_header, out_rows)
+
+
+def test_dags_test_off_utc_scores_the_local_day_it_names(tmp_path):
+    """`airflow dags test DAG 2026-06-24` with days cut in Tokyo reads and writes dt=2026-06-24, as the
+    scheduled run of that day does (tests/unit/test_timetable*.py pin the agreement in every zone)."""
+    from airflow_env import dags_folder_in_zone
+
+    from airflow_bt.demo.data import generate_range
+    from airflow_bt.demo.model import train_model
+
+    root = tmp_path / "data"
+    generate_range(str(root), "churn", DS, DS, rows=200, files=1)
+    train_model(str(root / "models" / "churn"), rows=1000)
+    env = airflow_env(tmp_path / "home", root,
+                      AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder_in_zone(tmp_path / "dags", "Asia/Tokyo")))
+    airflow(env, "db", "migrate")
+    proc = airflow(env, "dags", "test", "churn_nightly_scoring", DS)
+    assert "state=failed" not in proc.stdout + proc.stderr
+    assert sorted(p.name for p in (root / "output/churn").iterdir()) == [f"dt={DS}"]
+    latest = json.loads((root / "output/churn" / f"dt={DS}" / "_LATEST.json").read_text())
+    manifest = json.loads(Path(latest["manifest"].removeprefix("file://")).read_text())
+    assert manifest["ds"] == DS and manifest["rows_out"] == 200
+    assert manifest["job_name"].startswith("bt-churn-20260624-")
