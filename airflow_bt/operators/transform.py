@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from airflow_bt.steps.layout import RunLayout
 from airflow_bt.steps.naming import run_job_name, transform_job_name
 from airflow_bt.steps.shard import shard_origins
 from airflow_bt.storage.uris import as_prefix, join_uri
+from airflow_bt.transform.fingerprint import job_settings, model_fingerprint, prediction_fingerprint
 from airflow_bt.transform.request import build_model_request, build_transform_request
 
 BACKENDS = ("local", "sagemaker")
@@ -48,11 +48,6 @@ def _number(name: str, value: Any, *, minimum: float = 0.0) -> float | None:
     if number < minimum:
         raise AirflowFailException(f"{name} must be at least {minimum:g}, got {value!r}")
     return number
-
-
-def _digest(doc: Any) -> str:
-    """A stable hash of a request (to tell whether two tries ran the same model, without storing it)."""
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
 class BatchTransformOperator(BatchStepOperator):
@@ -328,11 +323,14 @@ class BatchTransformOperator(BatchStepOperator):
                                       attempt)
         model_request = self._model_request()
         store = self.hook.storage(layout.run_prefix)
-        model = self._model_fingerprint(model_request)
+        fingerprint = prediction_fingerprint(
+            model_fingerprint(model_request, self._artifact_etag(model_request)),
+            self._transform_request(summary, job_name=job_name, model_name=self.model_name, output_uri=output_uri,
+                                    instance_count=instance_count))
         earlier = [layout.step_prefix("transform", t) for t in range(attempt - 1, 0, -1)
-                   if self._same_local_model(store, layout.step_file("transform", t, ".job.json"), model)]
+                   if self._same_predictions(store, layout.step_file("transform", t, ".job.json"), fingerprint)]
         store.put_bytes(layout.step_file("transform", attempt, ".job.json"),
-                        json.dumps({"job_name": job_name, "model_sha256": model}).encode())
+                        json.dumps({"job_name": job_name, "prediction_fingerprint": fingerprint}).encode())
         reused, input_uri = self._plan_partial_retry(store, summary, earlier,
                                                      layout.step_file("transform", attempt, ".manifest"))
         prefixes = [output_uri, *dict.fromkeys(reused.values())]
@@ -358,26 +356,26 @@ class BatchTransformOperator(BatchStepOperator):
                             prediction_prefixes=prefixes, reused_shards=len(reused),
                             rejected=stats.get("rejected", 0))
 
-    def _model_fingerprint(self, model_request: dict[str, Any]) -> str:
-        """A hash of the ``CreateModel`` request and of its artifact's ETag (size-mtime for files): a
-        ``model.tar.gz`` replaced at the same URL is another model, whose predictions are not reused."""
+    def _artifact_etag(self, model_request: dict[str, Any]) -> str | None:
+        """The ETag (size-mtime for files) of the model's artifact: a ``model.tar.gz`` replaced at the same
+        URL is another model, whose predictions are not reused."""
         url = model_request.get("PrimaryContainer", {}).get("ModelDataUrl")
-        etag = None
-        if url:
-            try:
-                etag = self.hook.storage(url).stat(url).etag
-            except Exception:  # no artifact to stat (a folder, a running container): the request alone
-                etag = None
-        return _digest({"model": model_request, "artifact_etag": etag})
+        if not url:
+            return None
+        try:
+            return str(self.hook.storage(url).stat(url).etag)
+        except Exception:  # no artifact to stat (a folder, a running container): the request alone
+            return None
 
-    def _same_local_model(self, store: Any, job_record_uri: str, fingerprint: str) -> bool:
+    def _same_predictions(self, store: Any, job_record_uri: str, fingerprint: str) -> bool:
+        """Whether an earlier try's job (its ``.job.json``) predicts what this try's job will."""
         from airflow_bt.storage import ObjectNotFoundError
 
         try:
             record = json.loads(store.read_bytes(job_record_uri))
         except ObjectNotFoundError:
             return False
-        return bool(record.get("model_sha256") == fingerprint)
+        return bool(record.get("prediction_fingerprint") == fingerprint)
 
     def _reused_result(self, output_uri: str, reused: dict[str, str], summary: dict[str, Any]) -> dict[str, Any]:
         """The return value when earlier tries left every shard's predictions: no job, nothing billed."""
@@ -434,9 +432,11 @@ class BatchTransformOperator(BatchStepOperator):
         model_name = self.model_name
         if _bool("create_model", self.create_model):
             model_request = self._model_request()
-            model_name = model_request["ModelName"] = sm.versioned_model_name(str(model_request["ModelName"]),
-                                                                              model_request)
-        choice = sm.choose_job(hook, base, attempt, self.log, model_name=model_name)
+            model_name = model_request["ModelName"] = sm.versioned_model_name(
+                str(model_request["ModelName"]), model_request, self._artifact_etag(model_request))
+        settings = job_settings(self._transform_request(summary, job_name=base, model_name=model_name,
+                                                        output_uri=layout.run_prefix, instance_count=instance_count))
+        choice = sm.choose_job(hook, base, attempt, self.log, model_name=model_name, settings=settings)
         job_name = choice.name
         description = choice.existing
         if description is None:
@@ -445,7 +445,7 @@ class BatchTransformOperator(BatchStepOperator):
             output_uri = as_prefix(join_uri(layout.run_prefix, "transform", job_name))
             store = self.hook.storage(layout.run_prefix)
             reused, input_uri = self._plan_partial_retry(
-                store, summary, self._earlier_job_outputs(base, attempt, model_name, exclude=job_name),
+                store, summary, self._earlier_job_outputs(base, attempt, model_name, settings, exclude=job_name),
                 join_uri(layout.run_prefix, "transform", f"{job_name}.manifest"))
             if len(reused) == len(summary["shards"]):
                 self.log.info("every shard's predictions exist from earlier jobs of this run: no job is started")
@@ -481,8 +481,10 @@ class BatchTransformOperator(BatchStepOperator):
         assert description is not None
         return self._finish(description, summary, layout, attempt=attempt, ds=str(context["ds"]))
 
-    def _earlier_job_outputs(self, base: str, attempt: int, model_name: str | None, *, exclude: str) -> list[str]:
-        """Output prefixes of this run's earlier jobs that ended Failed/Stopped with the same model, newest first."""
+    def _earlier_job_outputs(self, base: str, attempt: int, model_name: str | None, settings: dict[str, Any], *,
+                             exclude: str) -> list[str]:
+        """Output prefixes of this run's earlier jobs that ended Failed/Stopped with the same model and the same
+        prediction-changing settings (:func:`~airflow_bt.transform.fingerprint.job_settings`), newest first."""
         from airflow_bt.transform.backends import sagemaker as sm
 
         prefixes = []
@@ -491,7 +493,7 @@ class BatchTransformOperator(BatchStepOperator):
                 continue
             description = sm.describe_or_none(self.sagemaker_hook, name)
             if (description and description["TransformJobStatus"] in sm.FAILED
-                    and description.get("ModelName") == model_name):
+                    and description.get("ModelName") == model_name and job_settings(description) == settings):
                 path = description.get("TransformOutput", {}).get("S3OutputPath")
                 if path:
                     prefixes.append(as_prefix(path))
@@ -555,7 +557,8 @@ class BatchTransformOperator(BatchStepOperator):
         prefixes = [output_uri]
         if attempt > 1:  # a partial retry's job processed only some shards: the others come from earlier jobs
             base = run_job_name(self.job_name_prefix or self.model_name, ds, layout.slug)
-            prefixes += self._earlier_job_outputs(base, attempt, description.get("ModelName"), exclude=job_name)
+            prefixes += self._earlier_job_outputs(base, attempt, description.get("ModelName"),
+                                                  job_settings(description), exclude=job_name)
         failpoint("transform.before_return", layout.run_prefix)
         return self._result(description, output_uri=output_uri, records=summary["records"],
                             model_name=description.get("ModelName"), prediction_prefixes=prefixes)

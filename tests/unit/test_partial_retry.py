@@ -60,11 +60,13 @@ def run(tmp_path: Path) -> dict[str, Any]:
             "shards": {"summary_uri": summary["summary_uri"], "work_uri": f"{base}/work/", "run_slug": "run-a"}}
 
 
-def transform(run: dict[str, Any], try_number: int, **env: str) -> dict[str, Any]:
+def transform(run: dict[str, Any], try_number: int, settings: dict[str, Any] | None = None, **env: str
+              ) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"instance_count": "1", "max_payload_mb": "1", "batch_strategy": "SingleRecord",
+                              **(settings or {})}
     op = BatchTransformOperator(task_id="transform", shards=run["shards"], model_name="test-model",
                                 model_data_url=run["model"], image="local/handler", backend="local",
-                                model_environment={"HEAL_MARKER": str(run["marker"]), **env},
-                                instance_count="1", max_payload_mb="1", batch_strategy="SingleRecord")
+                                model_environment={"HEAL_MARKER": str(run["marker"]), **env}, **kwargs)
     return op.execute({"ti": FakeTI(try_number), "ds": "2026-06-24"})  # type: ignore[arg-type]
 
 
@@ -128,3 +130,17 @@ def test_a_model_artifact_replaced_at_the_same_url_is_another_model(run):
     artifact.write_bytes(data + b"\0" * 1024)  # a new upload: another size and mtime, same URL
     result = transform(run, 2)
     assert result["reused_shards"] == 0
+
+
+@pytest.mark.parametrize("change", [{"environment": {"THRESHOLD": "0.7"}}, {"accept": "application/jsonlines"},
+                                    {"batch_strategy": "MultiRecord"}],
+                         ids=["job-environment", "accept", "batch-strategy"])
+def test_a_retry_with_other_job_settings_scores_everything_again(run, change):
+    """The job's Environment, Accept and batching change predictions as much as the model does: one
+    fingerprint (airflow_bt.transform.fingerprint) covers them, for the SageMaker backend too."""
+    with pytest.raises(AirflowException):
+        transform(run, 1)
+    run["marker"].touch()
+    result = transform(run, 2, settings=change)
+    assert result["reused_shards"] == 0
+    assert outputs(run, 2) == ["part-00000.csv.out", "part-00001.csv.out", "part-00002.csv.out"]

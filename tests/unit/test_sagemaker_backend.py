@@ -36,11 +36,17 @@ def job(name: str, status: str, *, seconds: float = 90.0, instances: int = 2, **
     out = {"TransformJobName": name, "TransformJobArn": f"arn:aws:sagemaker:us-east-1:1:transform-job/{name}",
            "TransformJobStatus": status, "ModelName": "churn-model",
            "TransformResources": {"InstanceType": "ml.m5.xlarge", "InstanceCount": instances},
-           "TransformOutput": {"S3OutputPath": f"s3://b/work/run/transform/{name}/"},
+           # what DescribeTransformJob returns of the settings the operator below sends
+           "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "ManifestFile", "S3Uri": "s3://b/m"}},
+                              "ContentType": "text/csv", "SplitType": "Line", "CompressionType": "None"},
+           "BatchStrategy": "MultiRecord",
+           "TransformOutput": {"S3OutputPath": f"s3://b/work/run/transform/{name}/", "Accept": "text/csv",
+                               "AssembleWith": "Line"},
            "CreationTime": T0, "TransformStartTime": T0}
     if status not in sm.NON_TERMINAL:
         out["TransformEndTime"] = T0 + timedelta(seconds=seconds)
-    out.update(extra)
+    for key, value in extra.items():  # a partial TransformOutput etc. overrides only the fields it names
+        out[key] = {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
@@ -425,3 +431,59 @@ def test_a_new_job_after_a_failed_one_gets_a_manifest_of_just_the_shards_it_left
     assert request["TransformOutput"]["S3OutputPath"] == f"{run_prefix}transform/{BASE}-r2/"
     # the new job's output (as described; the fake describes every job under s3://b/work/run/), then the failed one's
     assert result["prediction_prefixes"] == [f"s3://b/work/run/transform/{BASE}-r2/", failed_out.as_uri() + "/"]
+
+
+def _failed_run_with_one_finished_shard(tmp_path: Path, **failed_job: Any) -> tuple[dict[str, Any], FakeHook, Path]:
+    work = (tmp_path / "work").as_uri() + "/"
+    slug = "scheduled-20260625T020000-3fa9c1"
+    summary = {
+        "format": "csv", "content_type": "text/csv", "records": 5, "shard_prefix": f"{work}{slug}/shard-1/",
+        "manifest_uri": f"{work}{slug}/shard-1.manifest", "inputs": [{"uri": "file:///in/a.csv", "records": 5}],
+        "shards": [{"key": "part-00000.csv", "records": 3}, {"key": "part-00001.csv", "records": 2}],
+    }
+    (tmp_path / "shard-1.json").write_text(json.dumps(summary))
+    failed_out = tmp_path / "work" / slug / "transform" / BASE
+    failed_out.mkdir(parents=True)
+    (failed_out / "part-00000.csv.out").write_text("0.1\n0.2\n0.3\n")
+    output = {"S3OutputPath": failed_out.as_uri() + "/", **failed_job.pop("TransformOutput", {})}
+    hook = FakeHook(**{BASE: [job(BASE, "Failed", FailureReason="part-00001.csv: boom", TransformOutput=output,
+                                  **failed_job)]})
+    shards = {"summary_uri": (tmp_path / "shard-1.json").as_uri(), "work_uri": work, "run_slug": slug}
+    return shards, hook, failed_out
+
+
+@pytest.mark.parametrize("other", [{"Environment": {"THRESHOLD": "0.5"}},
+                                   {"TransformOutput": {"Accept": "application/jsonlines"}},
+                                   {"DataProcessing": {"InputFilter": "$[1:]"}}],
+                         ids=["environment", "accept", "input-filter"])
+def test_a_failed_job_with_other_prediction_settings_is_not_reused(tmp_path, other):
+    shards, hook, failed_out = _failed_run_with_one_finished_shard(tmp_path, **other)
+    result = operator(shards, hook).execute(context(try_number=2))
+    (request,) = hook.created
+    assert request["TransformJobName"] == f"{BASE}-r2"
+    assert request["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"].endswith("shard-1.manifest")  # all
+    assert failed_out.as_uri() + "/" not in result["prediction_prefixes"]
+
+
+def test_an_earlier_running_job_with_other_settings_is_not_attached_to(shards):
+    other = {"Environment": {"THRESHOLD": "0.5"}}
+    hook = FakeHook(**{BASE: [job(BASE, "InProgress", **other), job(BASE, "Completed", **other)]})
+    result = operator(shards, hook).execute(context(try_number=2))
+    assert [r["TransformJobName"] for r in hook.created] == [f"{BASE}-r2"]
+    assert result["job_name"] == f"{BASE}-r2"
+
+
+def test_a_model_artifact_replaced_at_the_same_url_is_another_model_on_sagemaker(tmp_path):
+    artifact = tmp_path / "model.tar.gz"
+    artifact.write_bytes(b"model v1")
+    probe = operator({}, FakeHook(), model_data_url=artifact.as_uri(), create_model=True)
+    request = probe._model_request()
+    old_name = sm.versioned_model_name("churn-model", request, probe._artifact_etag(request))
+    shards, hook, failed_out = _failed_run_with_one_finished_shard(tmp_path, ModelName=old_name)
+    artifact.unlink()
+    artifact.write_bytes(b"model v2, retrained")  # a new upload at the same URL
+    result = operator(shards, hook, model_data_url=artifact.as_uri(), create_model=True).execute(context(2))
+    (request,) = hook.created
+    assert request["ModelName"] != old_name and list(hook.models) == [request["ModelName"]]
+    assert request["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"].endswith("shard-1.manifest")
+    assert failed_out.as_uri() + "/" not in result["prediction_prefixes"]

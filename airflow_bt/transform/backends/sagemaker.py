@@ -17,8 +17,6 @@ boto3/botocore and the provider are imported by the caller (the hook); nothing h
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from typing import Any
 
 from airflow_bt.logs import LogLike
 from airflow_bt.steps.naming import retry_job_name
+from airflow_bt.transform.fingerprint import job_settings, model_fingerprint
 
 NON_TERMINAL = frozenset({"InProgress", "Stopping"})
 FAILED = frozenset({"Failed", "Stopped"})
@@ -73,15 +72,16 @@ def run_job_names(base: str, try_number: int) -> list[str]:
     return [base] + [retry_job_name(base, t) for t in range(2, int(try_number) + 1)]
 
 
-def choose_job(hook: Any, base: str, try_number: int, log: LogLike, *, model_name: str | None = None
-               ) -> JobChoice:
+def choose_job(hook: Any, base: str, try_number: int, log: LogLike, *, model_name: str | None = None,
+               settings: dict[str, Any] | None = None) -> JobChoice:
     """Find the job an earlier try of this run launched, or name the one this try creates.
 
     The run's jobs are ``base`` (the first one) and ``base-r<try>`` (one per try that had to
     start over). The newest existing one wins: ``InProgress``/``Stopping``/``Completed`` is
     attached to (a retry after a crashed worker waits for it and pays once); ``Failed``/
-    ``Stopped``, or a job of another model than ``model_name`` (the task was cleared after the
-    model changed), means this try creates ``base-r<try>`` (never a name already taken).
+    ``Stopped``, or a job of another model than ``model_name`` or with other prediction-changing
+    ``settings`` (:func:`~airflow_bt.transform.fingerprint.job_settings`; the task was cleared after
+    the config changed), means this try creates ``base-r<try>`` (never a name already taken).
     """
     for name in reversed(run_job_names(base, try_number)):
         description = describe_or_none(hook, name)
@@ -91,6 +91,10 @@ def choose_job(hook: Any, base: str, try_number: int, log: LogLike, *, model_nam
         if model_name and description.get("ModelName") not in (None, model_name):
             log.info("transform job %s of an earlier try ran model %s, not %s: this try starts a new job", name,
                      description.get("ModelName"), model_name)
+            break
+        if settings is not None and job_settings(description) != settings:
+            log.info("transform job %s of an earlier try ran with other settings (environment, filters, content "
+                     "types): this try starts a new job", name)
             break
         if status in NON_TERMINAL or status == COMPLETED:
             log.info("transform job %s of an earlier try is %s: attaching to it instead of starting another",
@@ -108,15 +112,14 @@ def choose_job(hook: Any, base: str, try_number: int, log: LogLike, *, model_nam
     return JobChoice(candidate)
 
 
-def versioned_model_name(model_name: str, model_request: dict[str, Any]) -> str:
-    """``<model_name>-<8 hex>``: the same ``CreateModel`` config always gives the same name.
+def versioned_model_name(model_name: str, model_request: dict[str, Any], artifact_etag: str | None = None) -> str:
+    """``<model_name>-<8 hex>``: the same ``CreateModel`` config and artifact always give the same name.
 
-    So a retry (or tomorrow's run) reuses the model it created, and a changed artifact, image
-    or environment gets a new model instead of silently scoring with the old one.
+    So a retry (or tomorrow's run) reuses the model it created, and a changed artifact (a new
+    URL, or new bytes at the same URL: its ETag), image or environment gets a new model instead
+    of silently scoring with the old one (:func:`~airflow_bt.transform.fingerprint.model_fingerprint`).
     """
-    config = {k: v for k, v in model_request.items() if k not in ("ModelName", "Tags")}
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"{model_name[: 63 - 9].rstrip('-')}-{digest}"
+    return f"{model_name[: 63 - 9].rstrip('-')}-{model_fingerprint(model_request, artifact_etag)[:8]}"
 
 
 def ensure_model(hook: Any, model_request: dict[str, Any], log: LogLike) -> str:
