@@ -8,20 +8,28 @@ are, so the shard step makes sure every line it passes on is one well-formed rec
   spans lines (an embedded newline would reach the model as two half records);
 - JSON Lines: one JSON value per line;
 - at most ``max_record_bytes`` long with its newline (the transform's payload limit);
-- ``\\r\\n`` line endings become ``\\n``; blank lines are skipped (they hold no record).
+- ``\\r\\n`` line endings become ``\\n``; blank lines are skipped (they hold no record): empty
+  lines, and whitespace-only ones where whitespace cannot be a record (a one-column CSV's
+  field may be spaces, so there only empty lines are blank).
 
 Checking is two-tier so that clean data costs little: :meth:`RecordRules.looks_clean` runs a
 few whole-block scans in C (ASCII, quote and ``\\r`` search, comma and brace counts,
-newline-free windows); only a block it cannot vouch for goes through :meth:`RecordRules.scan`,
-which parses line by line and names every bad record. ``validation`` sets how much the fast
-tier vouches for:
+newline-free windows, and for JSON Lines one parse of the whole block); only a block it cannot
+vouch for goes through :meth:`RecordRules.scan`, which parses line by line and names every bad
+record. A block the fast tier vouches for is one the exact tier passes whole, except for what
+the mode leaves out below (``tests/unit/test_roundtrip_properties.py`` checks this).
+``validation`` sets how much the fast tier vouches for:
 
 - ``standard`` (default): all of the above. It misses one case: within one 4 MB block, a CSV
   row with a field too many and another with one too few balance out in the comma count.
 - ``fast``: no comma count (it costs ~0.65 ms per MB without numpy, which would double the
-  step's time); CSV field counts, and so blank lines, are then checked only by the publish
-  step, which fails before publishing anything (:func:`airflow_bt.steps.publish.publish_attempt`).
-  With ``quarantine`` the comma count is made anyway: ragged rows must be set aside here.
+  step's time); CSV field counts, and so blank lines of CSV with two or more columns, are then
+  checked only by the publish step, which fails before publishing anything
+  (:func:`airflow_bt.steps.publish.publish_attempt`). A one-column CSV has no commas to count
+  and a blank line there looks like an empty field to the publish step, so its blank lines are
+  searched for here in every mode. With ``quarantine`` the comma count is made anyway: ragged
+  rows must be set aside here. JSON Lines are parsed in every mode (the publish step's own parse
+  names no line).
 - ``strict``: every line is parsed (~1 µs per record).
 """
 
@@ -32,6 +40,7 @@ import csv
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 BOM = codecs.BOM_UTF8
@@ -39,6 +48,10 @@ FIX_HINT = ("fix the input upstream, or set `shard.on_bad_record: quarantine` in
             "records aside under the attempt's errors/ and score the rest")
 VALIDATION_MODES = ("standard", "fast", "strict")
 BAD_RECORD_MODES = ("fail", "quarantine")
+
+
+_scan_json_value = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # the C scanner: (value, end)
+_json_lines_decoder: Any = None  # msgspec's, once looked for (False: not installed)
 
 
 def csv_fields(line: bytes) -> int:
@@ -97,6 +110,13 @@ class RecordRules:
     def set_header(self, header: bytes) -> None:
         self.width = csv_fields(header)
 
+    def is_blank(self, line: bytes) -> bool:
+        """Whether a line (without its line ending) holds no record: empty, or whitespace only where
+        whitespace cannot be a record (in a one-column CSV a field of spaces is a value)."""
+        if not line:
+            return True
+        return not line.strip() and not (self.fmt == "csv" and self.width == 1)
+
     def _limit_hint(self) -> str:
         return ("raise `transform.max_payload_mb` (the payload limit) or split such records upstream; "
                 "or set `shard.on_bad_record: quarantine` to set them aside")
@@ -123,14 +143,18 @@ class RecordRules:
         if self.fmt == "csv":
             if buffer.find(b'"', 0, end) >= 0:
                 return False  # quoted fields
+            if self.width == 1:
+                # Any comma is a field too many, and the publish step cannot tell a blank line from an empty
+                # field: look for both in every mode (memchr, and a 2-byte search at ~1 ms per MB).
+                return buffer[0] != 0x0A and buffer.find(b",", 0, end) < 0 and buffer.find(b"\n\n", 0, end) < 0
             if self.validation == "fast" and not self.quarantine:
                 return True  # field counts (and so blank lines) are left to the publish step
-            if self.width == 1:  # no commas to count: look for blank lines (a 2-byte search, ~1 ms per MB)
-                return buffer[0] != 0x0A and buffer.find(b"\n\n", 0, end) < 0
             return count(0, end, 0x2C) == records * (self.width - 1)  # a blank line has no comma either
-        # JSON Lines: every line starts with "{" and ends with "}" (objects, the usual records)
+        # JSON Lines: every line starts with "{" and ends with "}" (objects, the usual records), and the
+        # block parses as exactly one JSON value per line
         return (buffer[0] == 0x7B and buffer.count(b"}\n", 0, end) == records
-                and buffer.count(b"\n{", 0, end - 1) == records - 1)
+                and buffer.count(b"\n{", 0, end - 1) == records - 1
+                and one_json_value_per_line(memoryview(buffer)[:end], records))
 
     def _has_long_gap(self, buffer: bytearray, end: int) -> bool:
         """Whether some run of bytes without ``\\n`` may be longer than the limit (windows of half of it)."""
@@ -162,7 +186,7 @@ class RecordRules:
             i += 1
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
-            if not raw.strip():
+            if self.is_blank(raw):
                 result.blank += 1
                 continue
             if self.fmt == "csv" and raw.count(b'"') % 2:
@@ -209,6 +233,38 @@ class RecordRules:
             return None
         try:
             json.loads(text)
+        except json.JSONDecodeError as exc:  # its own "line 1 column N" would contradict the object's line
+            return f"not valid JSON: {exc.msg} at character {exc.pos + 1} of the record", FIX_HINT
         except ValueError as exc:
             return f"not valid JSON: {exc}", FIX_HINT
+        except RecursionError:
+            return "too deeply nested for Python's JSON parser (RecursionError)", FIX_HINT
         return None
+
+
+def one_json_value_per_line(block: memoryview, records: int) -> bool:
+    """Whether ``block`` (``records`` complete lines, each starting with ``{`` and ending with ``}``, valid
+    UTF-8) holds exactly one JSON value per line. False means "look closer", not "bad".
+
+    The whole block is parsed in one call to msgspec when it is installed (Airflow installs it; it
+    parses ~6x faster than the standard library, which is used otherwise). Counting the values is
+    enough: a line ends with ``}`` and the next starts with ``{``, and no JSON value goes on from a
+    ``}`` to a ``{`` (a raw newline inside a string is invalid JSON), so no value spans two lines,
+    each line holds at least one value, and as many values as lines means one per line.
+    """
+    global _json_lines_decoder
+    if _json_lines_decoder is None:
+        try:
+            import msgspec
+        except ImportError:
+            _json_lines_decoder = False
+        else:  # values are validated and kept as raw bytes, not built as Python objects
+            _json_lines_decoder = msgspec.json.Decoder(msgspec.Raw).decode_lines
+    try:
+        if _json_lines_decoder:
+            return len(_json_lines_decoder(block)) == records
+        lines = codecs.utf_8_decode(block, "strict", True)[0].split("\n")
+        lines.pop()  # after the last newline
+        return [end for _, end in map(_scan_json_value, lines, repeat(0))] == list(map(len, lines))
+    except (ValueError, StopIteration, RecursionError):  # msgspec's DecodeError is a ValueError
+        return False

@@ -82,21 +82,24 @@ def _strip(line: bytes) -> bytes:
     return line.rstrip(b"\r\n")
 
 
-def _line_blocks(stream: BinaryIO, size: int, count: bytes | None = None) -> Iterator[tuple[list[bytes], int]]:
+def _line_blocks(stream: BinaryIO, size: int, count: bytes | None = None
+                 ) -> Iterator[tuple[list[bytes], int, bool]]:
     """The stream's lines without their ``\\n`` (and trailing ``\\r``), ``size`` bytes' worth at a time,
-    each block with how many ``count`` bytes its lines hold (0 without ``count``)."""
+    each block with how many ``count`` bytes its lines hold (0 without ``count``) and whether they hold
+    a ``"`` (a quoted field, whose commas a count cannot tell from separators)."""
     tail = b""
     while block := stream.read(size):
         data = tail + block if tail else block
         lines = data.split(b"\n")
         tail = lines.pop()
-        counted = data.count(count, 0, len(data) - len(tail)) if count else 0
+        end = len(data) - len(tail)
+        counted = data.count(count, 0, end) if count else 0
         if b"\r" in data:
             lines = [_strip(line) for line in lines]
         if lines:
-            yield lines, counted
+            yield lines, counted, data.find(b'"', 0, end) >= 0
     if tail:  # a last line without its newline is a line too
-        yield [_strip(tail)], tail.count(count) if count else 0
+        yield [_strip(tail)], tail.count(count) if count else 0, b'"' in tail
 
 
 def _kept(lines: list[bytes], first: int, skip: AbstractSet[int]) -> list[bytes]:
@@ -110,7 +113,7 @@ def _checked_predictions(preds: BinaryIO, width: int, shard_key: str) -> Iterato
     """The prediction lines, a block at a time, each checked to hold ``width`` values (commas counted per block)."""
     number = 0
     # predictions are short lines: smaller reads keep the number of line objects alive similar
-    for lines, commas in _line_blocks(preds, max(1, _JOIN_BLOCK // 4), b","):
+    for lines, commas, _quoted in _line_blocks(preds, max(1, _JOIN_BLOCK // 4), b","):
         if commas != len(lines) * (width - 1):
             for offset, pred in enumerate(lines, start=1):
                 if pred.count(b",") + 1 != width:
@@ -126,15 +129,15 @@ def _join_csv(rows: BinaryIO, preds: BinaryIO, width: int, shard_key: str, *, fi
     """``row,prediction\\n`` for every pair, a block of rows at a time (the per-line work runs in C).
 
     Rows must have ``fields`` fields (checked per block by counting commas; a block whose count is
-    off is checked row by row). Records in ``skip`` (rejected by the model) have no prediction and
-    are left out.
+    off, or that holds a quoted field, whose commas may be data, is checked row by row). Records in
+    ``skip`` (rejected by the model) have no prediction and are left out.
     """
     pred_blocks = _checked_predictions(preds, width, shard_key)
     pending: list[bytes] = []
     used = 0  # of pending
     first = 1  # record number of the block's first row
-    for lines, commas in _line_blocks(rows, _JOIN_BLOCK, b","):
-        if commas != len(lines) * (fields - 1):
+    for lines, commas, quoted in _line_blocks(rows, _JOIN_BLOCK, b","):
+        if quoted or commas != len(lines) * (fields - 1):
             for number, line in enumerate(lines, start=first):
                 if csv_fields(line) != fields:
                     raise ReconcileError(
@@ -162,16 +165,17 @@ def _join_jsonl(rows: Iterable[bytes], preds: Iterable[bytes], columns: list[str
     kept = (row for number, row in enumerate(rows, start=1) if number not in skip)
     for number, (row, pred) in enumerate(zip(kept, preds, strict=True), start=1):
         record = json.loads(row)
+        if not isinstance(record, dict):
+            raise ReconcileError(f"shard {shard_key} record {number}: input is not a JSON object ({row[:80]!r}); "
+                                 "JSON Lines input must hold one object per line to be joined with its prediction")
         try:
             value = json.loads(pred)
         except ValueError:
             value = _strip(pred).decode()
         if isinstance(value, dict):
             record.update(value)
-        elif isinstance(record, dict):
-            record[columns[0]] = value
         else:
-            raise ReconcileError(f"shard {shard_key} record {number}: input is not a JSON object")
+            record[columns[0]] = value
         yield json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
 

@@ -4,6 +4,11 @@ CSV headers are stripped (Batch Transform does not skip them) and recorded; ever
 file must carry the same header. Records keep their order: shard 0 holds the first ones.
 Memory is constant in the input size: objects are copied in blocks and cut at newlines.
 
+Sizes are decompressed sizes: a ``.gz`` object is read through once first to measure it (gzip
+records the size of its last member only, modulo 4 GiB). Every shard but the last is cut at the
+first newline past the target (total / N), so no shard exceeds it by more than one record, and
+no shard is bigger than :data:`MAX_SHARD_BYTES`, below S3's 5 GiB limit for a single PUT.
+
 Speed: blocks are read into two reused buffers (no fresh pages to fault in per block) and
 written, and shards committed (fsync, or an upload), by one background I/O thread while the
 next block is read and counted. Counting records is most of the step's CPU: it uses numpy's
@@ -40,6 +45,10 @@ BLOCK_BYTES = 4 * 1024 * 1024
 NUMPY_MIN_BYTES = 512 * 1024 * 1024
 _NUMPY_MIN_RANGE = 64 * 1024  # below this, bytearray.count is as fast as the others
 _MAX_LINE = 256 * 1024 * 1024  # a "line" longer than this is not line-delimited data
+#: No shard is bigger than this (plus one record, itself at most ``_MAX_LINE``): shards are
+#: written with one create-only S3 PUT, which takes at most 5 GiB. Bigger partitions get more
+#: shards than ``max_shards``, with a warning.
+MAX_SHARD_BYTES = 4 * 1024**3
 FORMATS = {"csv": "text/csv", "jsonl": "application/jsonlines"}
 _EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 log = logging.getLogger(__name__)
@@ -109,7 +118,6 @@ class _ShardSink:
     store: Storage
     prefix: str
     extension: str
-    count: int
     target_bytes: int
     written: list[dict[str, Any]] = field(default_factory=list)
     size: int = 0
@@ -126,13 +134,14 @@ class _ShardSink:
         """Records written so far, in every shard."""
         return sum(s["records"] for s in self.written) + self.records
 
-    @property
-    def is_last(self) -> bool:
-        return len(self.written) >= self.count - 1
-
     def room(self) -> int:
-        """Bytes left before this shard should be cut at the next record boundary."""
-        return math.inf if self.is_last else self.target_bytes - self.size  # type: ignore[return-value]
+        """Bytes left before this shard should be cut at the next record boundary.
+
+        The last shard is no exception: with exact sizes it holds what is left, at most the target;
+        should an object have grown since it was listed, the step makes a shard more rather than
+        one too big.
+        """
+        return self.target_bytes - self.size
 
     def write(self, piece: bytes | memoryview, records: int) -> Future[None]:
         if not self._open:
@@ -249,16 +258,18 @@ def shard_partition(
     if quarantine and not errors_uri:
         raise ValueError("on_bad_record='quarantine' needs an errors_uri")
     objects, fmt = list_inputs(store, input_prefix, data_format)
-    total_bytes = sum(obj.size for obj in objects)
-    count = max(int(min_shards), math.ceil(total_bytes / max(1.0, target_shard_mb * 1024 * 1024)))
-    count = max(1, min(count, int(max_shards)))
+    stored_bytes = sum(obj.size for obj in objects)
+    total_bytes = sum(_data_sizes(store, objects))
+    count = _shard_count(total_bytes, target_shard_mb, int(min_shards), int(max_shards), logger)
     extension = ".csv" if fmt == "csv" else ".jsonl"
-    sink = _ShardSink(store, shard_prefix, extension, count, max(1, math.ceil(total_bytes / count)))
+    sink = _ShardSink(store, shard_prefix, extension, max(1, math.ceil(total_bytes / count)))
     rules = RecordRules(fmt, max_record_bytes=max_record_bytes or None, validation=validation,
                         quarantine=quarantine)
     errors = _BadRecords(store, errors_uri or "", quarantine, int(max_bad_records))
-    logger.info("sharding %d object(s), %.1f MB of %s, into up to %d shard(s) under %s (validation %s, bad "
-                "records: %s)", len(objects), total_bytes / 1e6, fmt, count, shard_prefix, validation, on_bad_record)
+    logger.info("sharding %d object(s), %.1f MB of %s%s, into up to %d shard(s) of ~%.1f MB under %s (validation "
+                "%s, bad records: %s)", len(objects), total_bytes / 1e6, fmt,
+                f" ({stored_bytes / 1e6:.1f} MB stored)" if stored_bytes != total_bytes else "", count,
+                sink.target_bytes / 1e6, shard_prefix, validation, on_bad_record)
 
     # two buffers: one is read and counted while the other one's pieces are being written
     use_numpy = "numpy" in sys.modules or total_bytes >= NUMPY_MIN_BYTES
@@ -269,27 +280,32 @@ def shard_partition(
     inputs: list[dict[str, Any]] = []
     try:
         for index, obj in enumerate(objects, start=1):
-            records_before, bad_before = sink.total_records, errors.count
+            records_before, bad_before, blank_before = sink.total_records, errors.count, reader.blank
+            reader.line, reader.offset = 1, 0
             try:
                 with _open_object(store, obj) as stream:
                     carry = b""
                     if fmt == "csv":
-                        line = stream.readline(_MAX_LINE)
-                        if not line.strip():
-                            logger.warning("%s is empty (no header, no rows); skipping it", obj.uri)
-                            inputs.append({"uri": obj.uri, "size": obj.size, "etag": obj.etag, "records": 0})
+                        line, offset, number, blank = _header_line(stream, obj.uri, logger)
+                        reader.blank += blank
+                        reader.line, reader.offset = number, offset
+                        if not line:
+                            logger.warning("%s is empty (no header, no rows%s); skipping it", obj.uri,
+                                           f"; {blank} blank line(s)" if blank else "")
+                            inputs.append({"uri": obj.uri, "size": obj.size, "etag": obj.etag, "records": 0,
+                                           **({"blank_lines": blank} if blank else {})})
                             continue
-                        this_header = _check_header(obj.uri, line, logger)
+                        this_header = _check_header(obj.uri, line, number)
                         if header is None:
                             header, header_source = this_header, obj.uri
                             rules.set_header(header)
                         elif this_header != header:
                             raise ShardInputError(
-                                f"{obj.uri} line 1: header {this_header.decode(errors='replace')!r} differs from "
-                                f"{header.decode(errors='replace')!r} in {header_source}; all input files of a "
+                                f"{obj.uri} line {number}: header {this_header.decode(errors='replace')!r} differs "
+                                f"from {header.decode(errors='replace')!r} in {header_source}; all input files of a "
                                 "partition must share one header (quarantine does not apply to headers)"
                             )
-                        reader.read(stream, obj.uri, first_line=2, offset=len(line), carry=b"")
+                        reader.read(stream, obj.uri, first_line=number + 1, offset=offset + len(line), carry=b"")
                     else:
                         carry = stream.read(len(BOM))
                         if carry == BOM:
@@ -304,8 +320,9 @@ def shard_partition(
                 ) from None
             records = sink.total_records - records_before
             bad = errors.count - bad_before
+            blank = reader.blank - blank_before
             inputs.append({"uri": obj.uri, "size": obj.size, "etag": obj.etag, "records": records,
-                           **({"bad_records": bad} if bad else {})})
+                           **({"bad_records": bad} if bad else {}), **({"blank_lines": blank} if blank else {})})
             logger.info("object %d of %d: %s, %d records%s", index, len(objects), obj.key, records,
                         f", {bad} bad record(s) quarantined" if bad else "")
         sink.finish()
@@ -335,7 +352,9 @@ def shard_partition(
         "bad_records": errors.count,
         "errors_uri": errors_uri if errors.count else None,
         "blank_lines": reader.blank,
-        "bytes": total_bytes,
+        "bytes": stored_bytes,
+        "data_bytes": total_bytes,
+        "target_shard_bytes": sink.target_bytes,
         "seconds": round(seconds, 3),
     }
     store.put_bytes(summary_uri, json.dumps(summary, indent=1).encode())
@@ -350,19 +369,77 @@ def shard_partition(
     return summary
 
 
-def _check_header(uri: str, line: bytes, logger: LogLike) -> bytes:
+def _data_sizes(store: Storage, objects: list[ObjectInfo]) -> list[int]:
+    """:func:`_data_bytes` of each object; several ``.gz`` objects are measured side by side (zlib releases
+    the GIL while it inflates)."""
+    compressed = sum(obj.key.endswith(".gz") for obj in objects)
+    if compressed <= 1:
+        return [_data_bytes(store, obj) for obj in objects]
+    with ThreadPoolExecutor(min(4, compressed), thread_name_prefix="shard-measure") as pool:
+        return list(pool.map(lambda obj: _data_bytes(store, obj), objects))
+
+
+def _data_bytes(store: Storage, obj: ObjectInfo) -> int:
+    """How many bytes the step will read from ``obj``: its size, or for ``.gz`` its decompressed size.
+
+    A ``.gz`` is read through once to measure it: its trailer holds the size of the last member only,
+    modulo 4 GiB. A damaged stream ends the count where it breaks; the sharding pass then fails on it
+    with the error that names the place.
+    """
+    if not obj.key.endswith(".gz"):
+        return obj.size
+    total = 0
+    buffer = bytearray(BLOCK_BYTES)
+    with contextlib.suppress(gzip.BadGzipFile, EOFError, zlib.error), _open_object(store, obj) as stream:
+        while got := stream.readinto(buffer):  # type: ignore[attr-defined]
+            total += got
+    return total
+
+
+def _shard_count(total_bytes: int, target_shard_mb: float, min_shards: int, max_shards: int,
+                 logger: LogLike) -> int:
+    """``max(min_shards, ceil(total / target))`` shards, at most ``max_shards``, unless a shard would then
+    be bigger than :data:`MAX_SHARD_BYTES`."""
+    count = max(min_shards, math.ceil(total_bytes / max(1.0, target_shard_mb * 1024 * 1024)))
+    count = max(1, min(count, max_shards))
+    needed = math.ceil(total_bytes / MAX_SHARD_BYTES)
+    if needed > count:
+        logger.warning("%.1f GB in %d shard(s) would make shards over %.1f GiB, which one S3 PUT cannot write: "
+                       "making %d shards (over shard.max_shards %d, or shard.target_shard_mb %s is too big)",
+                       total_bytes / 1e9, count, MAX_SHARD_BYTES / 1024**3, needed, max_shards, target_shard_mb)
+        count = needed
+    return count
+
+
+def _header_line(stream: BinaryIO, uri: str, logger: LogLike) -> tuple[bytes, int, int, int]:
+    """A CSV object's header line: the first one holding something, after a byte order mark and blank lines.
+
+    Returns the line (``b""`` when the object holds nothing else), its byte offset and line number,
+    and how many blank lines came before it (they are skipped like every other blank line).
+    """
+    line = stream.readline(_MAX_LINE)
+    offset = 0
     if line.startswith(BOM):
         logger.info("%s starts with a UTF-8 byte order mark; it is dropped", uri)
-        line = line[len(BOM):]
+        line, offset = line[len(BOM):], len(BOM)
+    number = 1
+    while line and not line.strip():  # a header is never blank, whatever the number of columns
+        offset += len(line)
+        number += 1
+        line = stream.readline(_MAX_LINE)
+    return line, offset, number, number - 1
+
+
+def _check_header(uri: str, line: bytes, number: int) -> bytes:
     if not line.endswith(b"\n") and len(line) >= _MAX_LINE:
-        raise ShardInputError(f"{uri} line 1: no newline in the first {_MAX_LINE} bytes; is this CSV?")
+        raise ShardInputError(f"{uri} line {number}: no newline in the first {_MAX_LINE} bytes; is this CSV?")
     header = line.rstrip(b"\r\n")
     try:
         header.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ShardInputError(f"{uri} line 1 (byte offset {exc.start}): the header is not valid UTF-8") from None
+        raise ShardInputError(f"{uri} line {number} (byte offset {exc.start}): the header is not valid UTF-8") from None
     if header.count(b'"') % 2:
-        raise ShardInputError(f"{uri} line 1: the header has an unbalanced double quote")
+        raise ShardInputError(f"{uri} line {number}: the header has an unbalanced double quote")
     return header
 
 
@@ -592,6 +669,9 @@ def _copy_into_shards(sink: _ShardSink, data: bytearray | bytes, end: int, recor
     pos, last = 0, None
     while pos < end:
         room = sink.room()
+        if room <= 0:  # the shard is full already
+            sink.cut()
+            continue
         if end - pos <= room:
             return sink.write(view[pos:end], records)
         cut = data.find(b"\n", pos + max(int(room), 1) - 1, end)

@@ -218,3 +218,17 @@ def test_latest_never_points_at_an_attempt_without_success(tmp_path):
         point_latest(store, join_uri(base, "out/dt=1/_LATEST.json"),
                      {**good, "attempt_prefix": half})
     assert read_latest(store, join_uri(base, "out/dt=1"))["attempt_prefix"] == good["attempt_prefix"]
+
+
+def test_a_json_line_that_is_not_an_object_fails_naming_the_record(tmp_path):
+    # before: a bare AttributeError ('list' object has no attribute 'update') from the join
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jsonl").write_text('{"id": 1}\n[1, 2]\n')
+    base = tmp_path.as_uri()
+    store = for_uri(base)
+    summary = shard_partition(store, f"{base}/in/", f"{base}/w/s/", f"{base}/w/m", f"{base}/w/s.json")
+    store.put_bytes(join_uri(base, "w/t/part-00000.jsonl.out"), b'{"p": 0.25}\n{"p": 0.75}\n')
+    with pytest.raises(ReconcileError, match=r"record 2: input is not a JSON object"):
+        publish_attempt(store, summary, join_uri(base, "w/t/"), join_uri(base, "o/a/"),
+                        join_uri(base, "o/_LATEST.json"), prediction_columns=["p"])
+    assert not (tmp_path / "o" / "a" / "_SUCCESS").exists()

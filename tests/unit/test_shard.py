@@ -144,3 +144,88 @@ def test_shard_origins_map_shards_back_to_input_records(tmp_path):
     assert origins[first_key] == (f"records 1-{counts[0]} of the partition: a.csv (records 1-6), "
                                   f"b.csv (records 1-{counts[0] - 6})")
     assert origins[second_key] == f"records {counts[0] + 1}-10 of the partition: b.csv (records {counts[0] - 5}-4)"
+
+
+# -- shard sizes are decompressed sizes; no shard over the target by more than a record (issue 12) ----------
+
+
+def varied_rows(n: int, seed: int = 7) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    return [f"{i},{'n' * rng.randrange(1, 60)},{rng.random():.6f}" for i in range(n)]
+
+
+def assert_balanced(store, summary, rows: list[str], shards: int) -> None:
+    sizes = [s["bytes"] for s in summary["shards"]]
+    assert len(sizes) == shards
+    assert max(sizes) / (sum(sizes) / len(sizes)) <= 1.1, sizes
+    longest = max(len(r) + 1 for r in rows)
+    target = summary["target_shard_bytes"]
+    assert all(size <= target + longest for size in sizes), (sizes, target)
+    assert shard_rows(store, summary) == rows
+
+
+def test_gzip_shards_are_balanced_by_decompressed_bytes(tmp_path):
+    rows = varied_rows(60_000)
+    (tmp_path / "in").mkdir()
+    body = ("\n".join([HEADER, *rows]) + "\n").encode()
+    (tmp_path / "in" / "a.csv.gz").write_bytes(gzip.compress(body))
+    store, summary = run(tmp_path, min_shards=4)
+    assert summary["data_bytes"] == len(body) and summary["bytes"] < len(body) / 2
+    assert_balanced(store, summary, rows, 4)
+
+
+def test_concatenated_gzip_members_are_measured_whole(tmp_path):
+    """gzip's trailer gives the last member's size only: the step measures the whole stream."""
+    rows = varied_rows(20_000, seed=3)
+    (tmp_path / "in").mkdir()
+    body = ("\n".join([HEADER, *rows]) + "\n").encode()
+    cut = body.index(b"\n", len(body) // 3) + 1
+    (tmp_path / "in" / "a.csv.gz").write_bytes(gzip.compress(body[:cut]) + gzip.compress(body[cut:]))
+    write_csv(tmp_path / "in", "b.csv", ["1,x,1"])
+    store, summary = run(tmp_path, min_shards=3)
+    assert_balanced(store, summary, [*rows, "1,x,1"], 3)
+
+
+def test_shard_count_comes_from_the_decompressed_size(tmp_path):
+    (tmp_path / "in").mkdir()
+    body = ("\n".join([HEADER, *[f"{i},same,{i % 7}" for i in range(50_000)]]) + "\n").encode()
+    (tmp_path / "in" / "a.csv.gz").write_bytes(gzip.compress(body))
+    _, summary = run(tmp_path, target_shard_mb=len(body) / 5 / 1024 / 1024 * 1.001)
+    assert len(summary["shards"]) == 5
+
+
+def test_no_shard_outgrows_the_cap_below_the_s3_single_put_limit(tmp_path, monkeypatch, caplog):
+    from airflow_bt.steps import shard
+
+    monkeypatch.setattr(shard, "MAX_SHARD_BYTES", 4000)
+    rows = varied_rows(1000)
+    write_csv(tmp_path / "in", "a.csv", rows)
+    store, summary = run(tmp_path, max_shards=2)
+    sizes = [s["bytes"] for s in summary["shards"]]
+    assert len(sizes) > 2 and max(sizes) <= 4000 + max(len(r) + 1 for r in rows)
+    assert shard_rows(store, summary) == rows
+    assert "over shard.max_shards 2" in caplog.text
+
+
+def test_an_object_bigger_than_listed_makes_a_shard_more_not_a_bigger_one(tmp_path):
+    """The last shard does not take "the rest": sizes are only as good as the listing."""
+    import dataclasses
+
+    from airflow_bt.storage.local import LocalStorage
+
+    class ShrunkListing(LocalStorage):
+        def list(self, prefix_uri):
+            for obj in super().list(prefix_uri):
+                yield dataclasses.replace(obj, size=obj.size // 2)
+
+    rows = varied_rows(4000)
+    write_csv(tmp_path / "in", "a.csv", rows)
+    base = tmp_path.as_uri()
+    store = ShrunkListing()
+    summary = shard_partition(store, f"{base}/in/", f"{base}/work/shard-1/", f"{base}/work/shard-1.manifest",
+                              f"{base}/work/shard-1.json", min_shards=2)
+    sizes = [s["bytes"] for s in summary["shards"]]
+    assert len(sizes) == 4 and max(sizes) <= summary["target_shard_bytes"] + max(len(r) + 1 for r in rows)
+    assert shard_rows(store, summary) == rows

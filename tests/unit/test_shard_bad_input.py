@@ -296,3 +296,93 @@ def test_fast_validation_leaves_blank_lines_to_publish(tmp_path):
         publish_attempt(store, summary, preds, tmp_path.as_uri() + "/out/a-1/",
                         tmp_path.as_uri() + "/out/_LATEST.json", prediction_columns=["p"])
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]  # nothing published
+
+
+# -- blank lines before the header, one-column CSV, JSON the brace checks cannot see (issue 12) --------------
+
+
+@pytest.mark.parametrize("lead", [b"\n", b"\n\n\n", b"\xef\xbb\xbf\n", b"\r\n\r\n", b"  \n\t\n"],
+                         ids=["one", "several", "bom-then-blank", "crlf", "whitespace"])
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gzip"])
+def test_blank_lines_before_the_header_are_skipped_and_counted(tmp_path, lead, gz):
+    body = lead + b"id,x\n2,20\n\n3,30\n"
+    put(tmp_path, "a.csv.gz" if gz else "a.csv", gzip.compress(body) if gz else body)
+    put(tmp_path, "b.csv", b"id,x\n4,40\n")
+    store, summary = run(tmp_path)
+    assert sharded(store, summary) == [b"2,20", b"3,30", b"4,40"]
+    assert [i["records"] for i in summary["inputs"]] == [2, 1]  # the file with data is not "empty"
+    leading = lead.count(b"\n")
+    assert summary["blank_lines"] == leading + 1 and summary["inputs"][0]["blank_lines"] == leading + 1
+    assert summary["header"] == "id,x"
+
+
+def test_line_numbers_count_the_blank_lines_before_the_header(tmp_path):
+    put(tmp_path, "a.csv", b"\n\nid,x\n1,1\n2\n")
+    fails(tmp_path, r"a\.csv line 5 \(byte offset 11\): 1 field\(s\), but the header has 2")
+    put(tmp_path / "two", "a.csv", b"id,x\n1,1\n")
+    put(tmp_path / "two", "b.csv", b"\nid,y\n")
+    fails(tmp_path / "two", r"b\.csv line 2: header 'id,y' differs from 'id,x'")
+
+
+def test_a_file_of_blank_lines_only_is_empty(tmp_path):
+    put(tmp_path, "a.csv", b"\n\r\n  \n")
+    put(tmp_path, "b.csv", b"id\n1\n")
+    store, summary = run(tmp_path)
+    assert sharded(store, summary) == [b"1"]
+    assert [(i["records"], i.get("blank_lines")) for i in summary["inputs"]] == [(0, 3), (1, None)]
+
+
+@pytest.mark.parametrize("validation", ["fast", "standard", "strict"])
+def test_blank_lines_of_a_one_column_csv_are_dropped_in_every_mode(tmp_path, validation):
+    from airflow_bt.steps.publish import publish_attempt
+
+    put(tmp_path, "a.csv", b"id\n1\n\n2\n\n")
+    store, summary = run(tmp_path, validation=validation)
+    assert sharded(store, summary) == [b"1", b"2"]
+    assert summary["records"] == 2 and summary["blank_lines"] == 2
+    preds = tmp_path.as_uri() + "/work/transform-1/"
+    for shard in summary["shards"]:
+        rows = store.read_bytes(shard["uri"]).splitlines()
+        store.put_bytes(preds + shard["key"] + ".out", b"".join(b"P" + row + b"\n" for row in rows))
+    manifest = publish_attempt(store, summary, preds, tmp_path.as_uri() + "/out/a-1/",
+                               tmp_path.as_uri() + "/out/_LATEST.json", prediction_columns=["p"])
+    published = b"".join(store.read_bytes(part["uri"]) for part in manifest["parts"])
+    assert published == b"id,p\n1,P1\n2,P2\n"
+
+
+def test_spaces_are_a_value_in_a_one_column_csv_at_any_block_boundary(tmp_path, monkeypatch):
+    """A one-column CSV's field may be spaces: kept whole, whichever tier looks at its block."""
+    from airflow_bt.steps import shard
+
+    rows = [b"1", b" ", b"2", b"  ", b"3"] * 40
+    for block in (8, 64, 4096):
+        monkeypatch.setattr(shard, "BLOCK_BYTES", block)
+        put(tmp_path / str(block), "a.csv", b"id\n" + b"\n".join(rows) + b"\n")
+        store, summary = run(tmp_path / str(block))
+        assert sharded(store, summary) == rows and summary["blank_lines"] == 0
+
+
+@pytest.mark.parametrize("bad", [b'{"id": 2, }', b'{"id":2}{"id":9}', b'{"id" 2}', b'{"id": tru}', b'{"a":[1,]}'])
+@pytest.mark.parametrize("validation", ["fast", "standard", "strict"])
+def test_invalid_json_lines_fail_naming_the_line_in_every_mode(tmp_path, bad, validation):
+    good = b"".join(b'{"id": %d, "name": "n%d"}\n' % (i, i) for i in range(2000))  # a block the fast tier sees
+    put(tmp_path, "a.jsonl", good + bad + b"\n" + good)
+    fails(tmp_path, rf"a\.jsonl line 2001 \(byte offset {len(good)}\): not valid JSON: .* of the record",
+          validation=validation)
+    put(tmp_path / "q", "a.jsonl", good + bad + b"\n" + good)
+    store, summary = run(tmp_path / "q", validation=validation, on_bad_record="quarantine")
+    assert len(sharded(store, summary)) == 4000
+    assert [(r["line"], r["record"]) for r in quarantined(store, summary)] == [(2001, bad.decode())]
+
+
+def test_invalid_json_is_found_without_msgspec(tmp_path, monkeypatch):
+    """The standard library's parser vouches for JSON Lines where msgspec is not installed."""
+    from airflow_bt.steps import input_checks
+
+    monkeypatch.setattr(input_checks, "_json_lines_decoder", False)
+    good = b"".join(b'{"id": %d}\n' % i for i in range(100))
+    put(tmp_path, "a.jsonl", good + b'{"id":2}{"id":9}\n')
+    fails(tmp_path, r"a\.jsonl line 101 \(byte offset \d+\): not valid JSON: Extra data at character 9")
+    put(tmp_path / "ok", "a.jsonl", good)
+    _, summary = run(tmp_path / "ok")
+    assert summary["records"] == 100
