@@ -23,6 +23,7 @@ from airflow_bt.faults import failpoint
 from airflow_bt.logs import LogLike
 from airflow_bt.steps.input_checks import csv_fields
 from airflow_bt.steps.layout import LATEST_NAME, MANIFEST_NAME, SUCCESS_NAME
+from airflow_bt.steps.pointer import completed_at, move_latest_forward
 from airflow_bt.steps.predictions import ERRORS_FOLDER, count_lines, locate, prediction_uri, read_rejected
 from airflow_bt.storage.base import ObjectNotFoundError, Storage
 from airflow_bt.storage.uris import join_uri
@@ -305,28 +306,36 @@ def publish_attempt(
     failpoint("publish.before_success", attempt_prefix)
     store.put_bytes(join_uri(attempt_prefix, SUCCESS_NAME), b"")
     failpoint("publish.before_latest", attempt_prefix)
-    point_latest(store, latest_uri, manifest)
+    moved = point_latest(store, latest_uri, manifest)
     if quarantined or rejected:
         logger.warning("not published as rows: %d input record(s) quarantined by the shard step, %d rejected by "
                        "the model; see %s", quarantined, rejected, ", ".join(errors.values()))
-    logger.info("published %d rows to %s in %.2f s; %s points to it", rows_in - rejected, attempt_prefix,
-                time.monotonic() - started, LATEST_NAME)
+    logger.info("published %d rows to %s in %.2f s; %s %s", rows_in - rejected, attempt_prefix,
+                time.monotonic() - started, LATEST_NAME,
+                "points to it" if moved else "stays at an attempt that completed later")
     return manifest
 
 
-def point_latest(store: Storage, latest_uri: str, manifest: dict[str, Any]) -> None:
-    """Point ``_LATEST.json`` at a published attempt (one with ``_SUCCESS``), atomically."""
+def point_latest(store: Storage, latest_uri: str, manifest: dict[str, Any]) -> bool:
+    """Point ``_LATEST.json`` at a published attempt (one with ``_SUCCESS``), only forward.
+
+    False when the pointer already names an attempt that completed later (a slower publisher of
+    the same date lost the race): the pointer stays, the attempt stays published and readable.
+    """
     attempt = manifest["attempt_prefix"]
-    if not store.exists(join_uri(attempt, SUCCESS_NAME)):
-        raise RuntimeError(f"refusing to point {latest_uri} at {attempt}: it has no {SUCCESS_NAME}")
+    try:
+        done = completed_at(store, attempt)
+    except ObjectNotFoundError:
+        raise RuntimeError(f"refusing to point {latest_uri} at {attempt}: it has no {SUCCESS_NAME}") from None
     pointer: dict[str, Any] = {
         "attempt_prefix": attempt,
         "manifest": join_uri(attempt, MANIFEST_NAME),
         "published_at": manifest["published_at"],
+        "completed_at": done,
         "rows": manifest["rows_out"],
         **{k: manifest[k] for k in ("run_id", "try_number", "job_name") if k in manifest},
     }
-    store.replace_bytes(latest_uri, json.dumps(pointer, indent=1).encode())
+    return move_latest_forward(store, latest_uri, pointer)
 
 
 def read_latest(store: Storage, output_root: str) -> dict[str, Any] | None:

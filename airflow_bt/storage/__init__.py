@@ -5,7 +5,15 @@
 
 from __future__ import annotations
 
-from airflow_bt.storage.base import ObjectExistsError, ObjectInfo, ObjectNotFoundError, Storage, StorageError
+from airflow_bt.storage.base import (
+    ObjectExistsError,
+    ObjectInfo,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    Storage,
+    StorageError,
+    Versioned,
+)
 from airflow_bt.storage.uris import as_prefix, file_path, join_uri, scheme_of, split_s3
 
 
@@ -25,8 +33,10 @@ __all__ = [
     "ObjectExistsError",
     "ObjectInfo",
     "ObjectNotFoundError",
+    "PreconditionFailedError",
     "Storage",
     "StorageError",
+    "Versioned",
     "as_prefix",
     "file_path",
     "for_uri",

@@ -29,6 +29,22 @@ class ObjectNotFoundError(StorageError, FileNotFoundError):
         self.uri = uri
 
 
+class PreconditionFailedError(StorageError):
+    """A conditional write found the object other than expected: another writer got there first."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(f"{uri} changed since it was read; read it again and decide again")
+        self.uri = uri
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """An object's bytes and the version they were read at (S3 ETag; for files inode-mtime-size)."""
+
+    data: bytes
+    version: str
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     """One object found by :meth:`Storage.list`.
@@ -68,8 +84,16 @@ class Storage(abc.ABC):
         """
 
     @abc.abstractmethod
-    def replace_bytes(self, uri: str, data: bytes) -> None:
-        """Atomically write or overwrite ``uri``. Only for pointers such as ``_LATEST.json``."""
+    def read_versioned(self, uri: str) -> Versioned | None:
+        """The object's bytes and version, or None if it does not exist. Only for pointers."""
+
+    @abc.abstractmethod
+    def replace_if(self, uri: str, data: bytes, expected_version: str | None) -> None:
+        """Atomically write ``uri`` if it is still at ``expected_version`` (None: if it does not exist).
+
+        Compare-and-swap for pointers such as ``_LATEST.json``: raises :class:`PreconditionFailedError`
+        when another writer changed the object since :meth:`read_versioned`, so no update is lost.
+        """
 
     @abc.abstractmethod
     def exists(self, uri: str) -> bool:

@@ -11,7 +11,14 @@ from collections.abc import Iterator
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
-from airflow_bt.storage.base import ObjectExistsError, ObjectInfo, ObjectNotFoundError, Storage
+from airflow_bt.storage.base import (
+    ObjectExistsError,
+    ObjectInfo,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    Storage,
+    Versioned,
+)
 from airflow_bt.storage.uris import as_prefix, split_s3
 
 if TYPE_CHECKING:
@@ -239,9 +246,32 @@ class S3Storage(Storage):
         finally:
             body.close()
 
-    def replace_bytes(self, uri: str, data: bytes) -> None:
+    def read_versioned(self, uri: str) -> Versioned | None:
         bucket, key = split_s3(uri)
-        self.client.put_object(Bucket=bucket, Key=key, Body=data)
+        try:
+            response = self.client.get_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            if _error_code(exc) in _MISSING_CODES:
+                return None
+            raise
+        with contextlib.closing(response["Body"]) as body:
+            return Versioned(body.read(), str(response["ETag"]))
+
+    def replace_if(self, uri: str, data: bytes, expected_version: str | None) -> None:
+        """A conditional PUT: ``If-Match`` the ETag read, or ``If-None-Match: *`` for a first write.
+
+        A 412 (or 409, a concurrent conditional write) is :class:`PreconditionFailedError`. After a
+        lost response botocore's retry can meet our own write as a 412; the caller reads again and
+        finds its own bytes there.
+        """
+        bucket, key = split_s3(uri)
+        condition = {"IfNoneMatch": "*"} if expected_version is None else {"IfMatch": expected_version}
+        try:
+            self.client.put_object(Bucket=bucket, Key=key, Body=data, **condition)
+        except Exception as exc:
+            if _error_code(exc) in _EXISTS_CODES:
+                raise PreconditionFailedError(uri) from None
+            raise
 
     def exists(self, uri: str) -> bool:
         try:
