@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 
 export AIRFLOW_VERSION VENV AIRFLOW_HOME_DIR DS
 
-.PHONY: venv demo test lint typecheck unit bench bench-memory clean constraints
+.PHONY: venv demo test lint typecheck unit bench bench-memory clean constraints stack-env
 
 venv: $(VENV)/.installed
 
@@ -31,6 +31,10 @@ $(VENV)/.installed: pyproject.toml $(wildcard $(CONSTRAINTS))
 
 demo: venv
 	@bash scripts/demo.sh
+
+# The docker-compose stack's .env: .env.example with fresh random secrets (never overwrites a .env).
+stack-env:
+	@$(PYTHON) scripts/stack_env.py
 
 # Debian's docker-compose (v1) checks docker-compose.yaml in the tests: installed when missing and apt-get
 # runs as root; otherwise that test is skipped with the reason printed.

@@ -1,7 +1,12 @@
 """One-shot init steps of the docker-compose stack (docker-compose.yaml runs them; so do the tests).
 
+    python scripts/stack_init.py check-secrets  # airflow-init, first: no `change-me` placeholder is left
     python scripts/stack_init.py demo      # minio-init: bucket, demo input days, demo model
     python scripts/stack_init.py airflow   # airflow-init (after `airflow db migrate`): UI login, connection
+
+Every command first refuses to run while a variable of its environment still holds the
+``change-me`` placeholder of ``.env.example`` (``make stack-env`` writes a ``.env`` with fresh
+secrets), so the stack never starts with credentials everyone knows.
 
 ``demo`` reaches S3 through boto3's standard environment (``AWS_ENDPOINT_URL_S3``, credentials,
 region): MinIO in the stack, a moto server in the tests. It creates the bucket of
@@ -26,6 +31,9 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stack_env import placeholder_names  # beside this file (mounted at /opt/airflow_bt/scripts)
 
 MODEL = "churn"
 
@@ -181,11 +189,23 @@ def build_parser() -> argparse.ArgumentParser:
     airflow = sub.add_parser("airflow", help="write the UI login; show the aws_default connection")
     airflow.add_argument("--conn-id", default="aws_default")
     airflow.set_defaults(func=run_airflow)
+    check = sub.add_parser("check-secrets", help="fail if a `change-me` placeholder of .env.example is left")
+    check.set_defaults(func=lambda args: print("no example placeholder among the stack's settings") or 0)
     return parser
+
+
+def refuse_example_secrets(env: dict[str, str] | None = None) -> None:
+    """Exit naming the variables that still hold ``.env.example``'s placeholder."""
+    left = placeholder_names(dict(os.environ if env is None else env))
+    if left:
+        raise SystemExit(f"error: {', '.join(left)} still hold(s) the `change-me` placeholder of .env.example; "
+                         "the stack does not start with example credentials. Run `make stack-env` (a .env with "
+                         "fresh random secrets) or set them in .env, then `docker compose up -d` again")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    refuse_example_secrets()
     if args.command == "demo" and not args.root:
         raise SystemExit("error: set AIRFLOW_BT_ROOT (or --root) to the s3:// data root")
     return int(args.func(args))

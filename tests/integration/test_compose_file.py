@@ -12,9 +12,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import stat
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -87,6 +90,73 @@ def test_docker_compose_refuses_to_start_without_the_credentials(tmp_path):
                           capture_output=True, text=True, check=False, timeout=60)
     assert proc.returncode != 0
     assert "copy .env.example to .env" in proc.stdout + proc.stderr
+
+
+def _config(exe: str, env_file: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([exe, "--project-directory", str(REPO), "-f", str(COMPOSE_FILE), "--env-file",
+                           str(env_file), *extra, "config"], capture_output=True, text=True, check=False, timeout=60)
+
+
+def test_every_published_port_binds_loopback_unless_told_otherwise(tmp_path):
+    """`cp .env.example .env; docker-compose config`: each published port is 127.0.0.1:<port> (before:
+    all interfaces); AIRFLOW_BT_BIND widens them on purpose."""
+    import yaml
+
+    exe = _docker_compose()
+    dotenv = tmp_path / ".env"
+    shutil.copy(ENV_EXAMPLE, dotenv)
+    proc = _config(exe, dotenv, "--profile", "model-container")
+    assert proc.returncode == 0, proc.stderr
+    published = {name: svc.get("ports") or [] for name, svc in yaml.safe_load(proc.stdout)["services"].items()}
+    assert {n for n, p in published.items() if p} == {"airflow-apiserver", "minio", "local-sagemaker"}
+    for name, ports in published.items():
+        for port in ports:  # docker-compose v1 prints "127.0.0.1:8080:8080/tcp"
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond this machine"
+    dotenv.write_text(dotenv.read_text() + "AIRFLOW_BT_BIND=0.0.0.0\n")
+    wide = yaml.safe_load(_config(exe, dotenv).stdout)["services"]["airflow-apiserver"]["ports"]
+    assert [str(p) for p in wide] == ["0.0.0.0:8080:8080/tcp"]
+
+
+def test_the_example_secrets_are_placeholders_the_init_steps_refuse(tmp_path):
+    """.env.example's secrets are `change-me`: the init steps refuse them; `make stack-env` replaces them."""
+    stack_env = _script("stack_env")
+    example = read_env_file()
+    secret_names = {n for n in example if re.search(r"PASSWORD|SECRET|FERNET", n)}
+    assert secret_names and all(example[n] == "change-me" for n in secret_names)
+    refused = subprocess.run([sys.executable, str(REPO / "scripts/stack_init.py"), "check-secrets"],
+                             env={**os.environ, **example}, capture_output=True, text=True, check=False)
+    assert refused.returncode != 0
+    assert all(n in refused.stderr for n in secret_names) and "make stack-env" in refused.stderr
+
+    out = tmp_path / ".env"
+    assert stack_env.main(["--out", str(out)]) == 0
+    made = read_env_file(out)
+    assert stack_env.placeholder_names(made) == [] and stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert {n: v for n, v in made.items() if n not in secret_names} == {
+        n: v for n, v in example.items() if n not in secret_names}
+    assert len({made[n] for n in secret_names}) == len(secret_names)  # each its own secret
+    from cryptography.fernet import Fernet
+
+    Fernet(made["AIRFLOW_FERNET_KEY"].encode())  # a valid Fernet key for Airflow
+    again = tmp_path / "again.env"
+    stack_env.main(["--out", str(again)])
+    assert read_env_file(again)["MINIO_ROOT_PASSWORD"] != made["MINIO_ROOT_PASSWORD"]  # fresh every time
+    before = out.read_text()
+    assert stack_env.main(["--out", str(out)]) == 0 and out.read_text() == before  # never overwritten
+    accepted = subprocess.run([sys.executable, str(REPO / "scripts/stack_init.py"), "check-secrets"],
+                              env={**os.environ, **made}, capture_output=True, text=True, check=False)
+    assert accepted.returncode == 0, accepted.stderr
+    if shutil.which("docker-compose"):
+        assert _config(shutil.which("docker-compose"), out).returncode == 0
+
+
+def _script(name: str) -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
 
 
 def test_services_and_profiles(services):
@@ -234,8 +304,8 @@ def test_no_secret_in_the_file_or_the_image():
 def test_compose_file_names_the_readme_urls(services):
     """The ports the README's URLs use: UI 8080, MinIO console 9001, S3 9000, SageMaker 8089."""
 
-    def published(name: str) -> set[int]:
-        return {int(str(p).split(":")[0]) for p in services[name].get("ports") or []}
+    def published(name: str) -> set[int]:  # "<address>:<host port>:<container port>"
+        return {int(str(p).split(":")[-2]) for p in services[name].get("ports") or []}
 
     assert 8080 in published("airflow-apiserver")
     assert {9000, 9001} <= published("minio")
@@ -291,7 +361,7 @@ def test_readme_compose_section_names_only_what_the_file_provides(services, tmp_
     commands = compose_commands(section)
     assert commands, "the README's compose section has no docker compose commands"
     profiles = {p for s in services.values() for p in s.get("profiles") or []}
-    published = {int(str(p).split(":")[0]) for s in services.values() for p in s.get("ports") or []}
+    published = {int(str(p).split(":")[-2]) for s in services.values() for p in s.get("ports") or []}
     in_services: list[list[str]] = []
     for words in commands:
         used_profiles, _, names, argv = _parse(words)

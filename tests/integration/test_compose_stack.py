@@ -146,7 +146,10 @@ class LoopbackStack:
 def stack(tmp_path_factory) -> Iterator[LoopbackStack]:
     from sagemaker_stack import moto_s3_server
 
-    dotenv = read_env_file()
+    # the .env `make stack-env` writes: .env.example with fresh secrets (the init steps refuse the placeholders)
+    generated = tmp_path_factory.mktemp("compose-env") / ".env"
+    subprocess.run([sys.executable, str(REPO / "scripts/stack_env.py"), "--out", str(generated)], check=True)
+    dotenv = read_env_file(generated)
     services = load(dotenv)["services"]
     home = tmp_path_factory.mktemp("compose-airflow-home")
     logs = tmp_path_factory.mktemp("compose-logs")
