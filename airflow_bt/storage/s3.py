@@ -260,16 +260,18 @@ class S3Storage(Storage):
     def replace_if(self, uri: str, data: bytes, expected_version: str | None) -> None:
         """A conditional PUT: ``If-Match`` the ETag read, or ``If-None-Match: *`` for a first write.
 
-        A 412 (or 409, a concurrent conditional write) is :class:`PreconditionFailedError`. After a
-        lost response botocore's retry can meet our own write as a 412; the caller reads again and
-        finds its own bytes there.
+        A 412 (or 409, a concurrent conditional write) is :class:`PreconditionFailedError`, and so is
+        a 404 to ``If-Match`` (the object was deleted since it was read). After a lost response
+        botocore's retry can meet our own write as a 412; the caller reads again and finds its own
+        bytes there.
         """
         bucket, key = split_s3(uri)
         condition = {"IfNoneMatch": "*"} if expected_version is None else {"IfMatch": expected_version}
         try:
             self.client.put_object(Bucket=bucket, Key=key, Body=data, **condition)
         except Exception as exc:
-            if _error_code(exc) in _EXISTS_CODES:
+            code = _error_code(exc)
+            if code in _EXISTS_CODES or (expected_version is not None and code in _MISSING_CODES):
                 raise PreconditionFailedError(uri) from None
             raise
 

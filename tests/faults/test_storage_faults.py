@@ -36,7 +36,7 @@ from .s3_fault_proxy import (
 
 DT = "dt=2026-06-24"
 #: Fields of the summary and the manifest that measure time; everything else must match.
-TIMINGS = {"seconds", "publish_seconds", "published_at"}
+TIMINGS = {"seconds", "publish_seconds", "published_at", "completed_at"}
 log = logging.getLogger(__name__)
 
 
