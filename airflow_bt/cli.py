@@ -81,8 +81,10 @@ The model's PrimaryContainer chooses how it is served:
   Image "http://host:port"          a container already running there (your real image)
   Environment AIRFLOW_BT_SERVE_COMMAND
                                     a command the engine starts per instance with the
-                                    SAGEMAKER_* environment and SAGEMAKER_BIND_TO_PORT,
-                                    waits for on /ping, and stops at the end
+                                    model's Environment, the SAGEMAKER_* environment and
+                                    SAGEMAKER_BIND_TO_PORT (plus PATH, HOME, locale; not
+                                    this process's credentials), waits for on /ping, and
+                                    stops at the end; it dies with the engine
                                     (placeholders: {port}, {model_dir}, {python})
   anything else (e.g. the SageMaker scikit-learn image URI)
                                     the Python handler code/inference.py (or
@@ -110,11 +112,15 @@ examples:
 
 
 def _cmd_local_sagemaker(args: argparse.Namespace) -> int:
+    from airflow_bt.service.api import masked_environment
     from airflow_bt.service.server import serve
 
+    masked_environment({"API_TOKEN": "warm-up"})  # imports Airflow, which sets up logging to stdout: ours wins
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return serve(args.host, args.port, region=args.region, allow_file_uris=args.allow_file_uris)
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    return serve(args.host, args.port, region=args.region, allow_file_uris=args.allow_file_uris,
+                 allow_serve_commands=args.allow_serve_commands, allow_model_code=args.allow_model_code,
+                 allow_remote_model_urls=args.allow_remote_model_urls)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,14 +162,34 @@ def build_parser() -> argparse.ArgumentParser:
         "standard configuration (AWS_ENDPOINT_URL_S3, credentials, region): MinIO, a moto server or AWS. "
         "Point clients at it with AWS_ENDPOINT_URL_SAGEMAKER=http://HOST:PORT (boto3) or the AWS connection's "
         'extra {"service_config": {"sagemaker": {"endpoint_url": "http://HOST:PORT"}}} (Airflow). '
-        "Prints 'airflow-bt local-sagemaker listening on http://HOST:PORT' once ready; state is in memory.",
+        "Prints 'airflow-bt local-sagemaker listening on http://HOST:PORT' once ready; state is in memory. "
+        "Requests are not authenticated, so by default it binds 127.0.0.1, reads and writes s3:// URIs only "
+        "(at any depth: manifests, artifacts, submit directories), runs no AIRFLOW_BT_SERVE_COMMAND and no "
+        "Python handler model (code/inference.py), calls model containers (an http(s):// Image) on loopback only, "
+        "and shows secret-named Environment values as *** in Describe* answers; --host, --allow-file-uris, "
+        "--allow-serve-commands, --allow-model-code and --allow-remote-model-urls widen this on purpose. Models "
+        "run in child processes that get the container environment, never the service's credentials.",
     )
-    service.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    service.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; the API has no "
+                         "authentication: bind wider only on a network you trust)")
     service.add_argument("--port", type=int, default=8089, help="port to bind; 0 picks a free one (default 8089)")
     service.add_argument("--region", default=None, help="region in ARNs (default: AWS_REGION, AWS_DEFAULT_REGION, "
                          "else us-east-1)")
     service.add_argument("--allow-file-uris", action="store_true",
-                         help="also accept file:// URIs (SageMaker itself takes s3:// only)")
+                         help="also read and write file:// URIs, at any depth (manifest prefixes, ModelDataUrl, "
+                         "SAGEMAKER_SUBMIT_DIRECTORY): any client can then read this host's files into S3 "
+                         "(SageMaker itself takes s3:// only)")
+    service.add_argument("--allow-serve-commands", action="store_true",
+                         help="run a model's AIRFLOW_BT_SERVE_COMMAND: any client can then run any command as "
+                         "this user (without the service's credentials in its environment)")
+    service.add_argument("--allow-model-code", action="store_true",
+                         help="run Python handler models (code/inference.py or SAGEMAKER_PROGRAM in the artifact): "
+                         "any client can then run any Python code as this user (in a child process, without the "
+                         "service's credentials in its environment)")
+    service.add_argument("--allow-remote-model-urls", action="store_true",
+                         help="call model containers (an http(s):// PrimaryContainer.Image) on any host; by default "
+                         "only localhost, 127.0.0.0/8 and ::1, so a client cannot make the service send input data "
+                         "elsewhere")
     service.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     service.set_defaults(func=_cmd_local_sagemaker)
     return parser

@@ -53,18 +53,26 @@ __all__ = [
 ]
 
 
-def mask_sensitive_values(environment: dict[str, str] | None) -> int:
-    """Register the values of sensitive-named variables (``*TOKEN*``, ``*PASSWORD*``, ``*SECRET*``, ...,
-    Airflow's ``[core] sensitive_var_conn_names`` too) with Airflow's secrets masker, so no task log
-    line shows them; returns how many were registered."""
+def is_sensitive_name(name: str) -> bool:
+    """Whether a variable's value must never be shown: Airflow's own rule (``*TOKEN*``, ``*PASSWORD*``,
+    ``*SECRET*``, ..., and ``[core] sensitive_var_conn_names``), the one the task logs apply."""
     if AIRFLOW_V3:
         from airflow.sdk._shared.secrets_masker import should_hide_value_for_key
+    else:  # pragma: no cover - exercised by the Airflow 2 environment
+        from airflow.utils.log.secrets_masker import should_hide_value_for_key  # type: ignore[no-redef]
+    return bool(should_hide_value_for_key(name))
+
+
+def mask_sensitive_values(environment: dict[str, str] | None) -> int:
+    """Register the values of sensitive-named variables (:func:`is_sensitive_name`) with Airflow's
+    secrets masker, so no task log line shows them; returns how many were registered."""
+    if AIRFLOW_V3:
         from airflow.sdk.log import mask_secret
     else:  # pragma: no cover - exercised by the Airflow 2 environment
-        from airflow.utils.log.secrets_masker import mask_secret, should_hide_value_for_key  # type: ignore[no-redef]
+        from airflow.utils.log.secrets_masker import mask_secret  # type: ignore[no-redef]
     count = 0
     for name, value in (environment or {}).items():
-        if isinstance(value, str) and value and should_hide_value_for_key(name):
+        if isinstance(value, str) and value and is_sensitive_name(name):
             mask_secret(value, name)
             count += 1
     return count

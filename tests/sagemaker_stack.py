@@ -76,14 +76,23 @@ def moto_s3_server() -> Iterator[str]:
         server.stop()
 
 
+#: The flags the tests' service runs with: its models are Python handlers (user code, an opt-in).
+SERVICE_FLAGS = ("--allow-model-code",)
+
+
 @contextmanager
-def local_sagemaker(s3_url: str, log_path: Path) -> Iterator[tuple[str, int]]:
-    """`airflow-bt local-sagemaker --port 0` in a subprocess; yields its URL and pid once it listens."""
+def local_sagemaker(s3_url: str, log_path: Path, flags: tuple[str, ...] = SERVICE_FLAGS,
+                    extra_env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
+    """`airflow-bt local-sagemaker --port 0 <flags>` in a subprocess; yields its URL and pid once it listens.
+
+    ``extra_env``: more variables for the service's own environment (e.g. secrets no model may see).
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AIRFLOW"))}
     env.update(CREDENTIALS, AWS_ENDPOINT_URL_S3=s3_url)
+    env.update(extra_env or {})
     with log_path.open("w") as log:
-        proc = subprocess.Popen([str(BIN / "airflow-bt"), "local-sagemaker", "--host", "127.0.0.1", "--port", "0"],
-                                env=env, stdout=subprocess.PIPE, stderr=log, text=True)
+        proc = subprocess.Popen([str(BIN / "airflow-bt"), "local-sagemaker", "--host", "127.0.0.1", "--port", "0",
+                                 *flags], env=env, stdout=subprocess.PIPE, stderr=log, text=True)
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline()  # the service prints one line once it listens
@@ -124,7 +133,8 @@ def model_tarball(files: dict[str, str]) -> bytes:
 
 
 #: A handler that scores each CSV row 0.5, slowly: it sleeps ``SLOW_SECONDS`` per request, or (with
-#: ``RELEASE_URI``, an s3:// object) holds every request until that object exists.
+#: ``RELEASE_URI``, an s3:// object) holds every request until that object exists. The service never
+#: hands a model its own credentials: the S3 endpoint and keys must be in the model's Environment.
 SLOW_HANDLER = '''
 import os, time
 

@@ -8,6 +8,19 @@ Describe/Delete, as SageMaker answers), ``ResourceInUse`` (a job name taken), ``
 (stopping a job that does not exist). Jobs go ``InProgress`` -> ``Completed`` | ``Failed``, or
 ``Stopping`` -> ``Stopped``, with ``CreationTime``, ``TransformStartTime``, ``TransformEndTime``.
 State lives in memory: a restarted service knows no models or jobs.
+
+What a request may make the service do is one :class:`~airflow_bt.transform.runtime.EnginePolicy`:
+``file://`` URIs (at any depth: manifest prefixes, artifacts, submit directories), serve commands
+(``AIRFLOW_BT_SERVE_COMMAND``, a command run as the service's user), Python handler models (user
+code: ``code/inference.py``, ``SAGEMAKER_PROGRAM``) and model containers off loopback (an
+``http(s)://`` ``Image`` whose host is not ``localhost``/``127.0.0.0/8``/``::1``: the job would send
+its input data there) are refused unless the service was started with ``--allow-file-uris`` /
+``--allow-serve-commands`` / ``--allow-model-code`` / ``--allow-remote-model-urls``. An allowed
+handler always runs in a child process with the container environment only, never in the worker that
+holds the service's credentials. The policy travels to the job's worker, where the engine applies it to
+every URI it opens and every model it starts. ``DescribeModel`` and
+``DescribeTransformJob`` show ``***`` for the values of secret-named ``Environment`` variables (the
+rule the operators' task logs apply, :func:`airflow_bt.compat.is_sensitive_name`).
 """
 
 from __future__ import annotations
@@ -22,11 +35,20 @@ from typing import Any
 
 from airflow_bt.service.errors import ServiceError, resource_in_use, resource_not_found, validation
 from airflow_bt.service.runner import JobRunner
+from airflow_bt.transform.runtime.policy import EnginePolicy
 from airflow_bt.transform.spec import TransformSpecError, validate_model_request, validate_transform_request
 
 _log = logging.getLogger(__name__)
 TERMINAL = ("Completed", "Failed", "Stopped")
 STATUSES = ("InProgress", "Completed", "Failed", "Stopping", "Stopped")
+MASKED = "***"
+FILE_URIS_OPT_IN = "start the service with --allow-file-uris to accept file:// URIs"
+SERVE_COMMANDS_OPT_IN = ("start the service with --allow-serve-commands to let models name a command; it runs "
+                         "as the service's user")
+MODEL_CODE_OPT_IN = ("start the service with --allow-model-code to run Python handler models; the handler "
+                     "runs as the service's user, in a child process without the service's credentials")
+REMOTE_MODEL_URLS_OPT_IN = ("start the service with --allow-remote-model-urls to call model containers off "
+                            "loopback")
 _TRANSFORM_COPY = ("ModelName", "MaxConcurrentTransforms", "ModelClientConfig", "MaxPayloadInMB", "BatchStrategy",
                    "Environment", "TransformInput", "TransformOutput", "DataCaptureConfig", "TransformResources",
                    "DataProcessing", "ExperimentConfig")
@@ -34,6 +56,26 @@ _TRANSFORM_COPY = ("ModelName", "MaxConcurrentTransforms", "ModelClientConfig", 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def masked_environment(environment: Any) -> Any:
+    """A copy of an ``Environment`` mapping with the values of secret-named variables replaced by ``***``."""
+    if not isinstance(environment, dict):
+        return copy.deepcopy(environment)
+    from airflow_bt.compat import is_sensitive_name  # Airflow's rule, as the task logs apply it
+
+    return {name: MASKED if isinstance(value, str) and value and is_sensitive_name(name) else copy.deepcopy(value)
+            for name, value in environment.items()}
+
+
+def service_policy(*, allow_file_uris: bool = False, allow_serve_commands: bool = False,
+                   allow_model_code: bool = False, allow_remote_model_urls: bool = False) -> EnginePolicy:
+    """What the service's engine may do: only what the service was started to allow; handlers isolated."""
+    return EnginePolicy(allow_file_uris=allow_file_uris, allow_serve_commands=allow_serve_commands,
+                        allow_model_code=allow_model_code, isolate_model_code=True,
+                        allow_remote_model_urls=allow_remote_model_urls, file_uris_opt_in=FILE_URIS_OPT_IN,
+                        serve_commands_opt_in=SERVE_COMMANDS_OPT_IN, model_code_opt_in=MODEL_CODE_OPT_IN,
+                        remote_model_urls_opt_in=REMOTE_MODEL_URLS_OPT_IN)
 
 
 def _time(value: Any, name: str) -> datetime:
@@ -72,6 +114,8 @@ class TransformJob:
         for key in _TRANSFORM_COPY:
             if key in self.request:
                 out[key] = copy.deepcopy(self.request[key])
+        if "Environment" in out:
+            out["Environment"] = masked_environment(out["Environment"])
         for key, value in self.knobs.items():  # what the container chose for knobs the request left unset
             out.setdefault(key, value)
         out["CreationTime"] = self.creation_time
@@ -100,7 +144,13 @@ class SageMakerApi:
 
     :param region: the region in ARNs.
     :param account: the account id in ARNs.
-    :param allow_file_uris: also accept ``file://`` URIs (a local extension; SageMaker takes ``s3://`` only).
+    :param allow_file_uris: also accept ``file://`` URIs (a local extension; SageMaker takes ``s3://`` only),
+        at any depth: the engine opens every URI through the same policy.
+    :param allow_serve_commands: run a model's ``AIRFLOW_BT_SERVE_COMMAND`` (a local extension: anyone who
+        can reach the service could run any command as its user).
+    :param allow_model_code: run Python handler models (anyone who can reach the service could run any
+        Python code as its user; always in a child process without the service's environment).
+    :param allow_remote_model_urls: call model containers whose ``Image`` URL is not on loopback.
     :param stop_grace: seconds a stopping job gets before its processes are killed.
     """
 
@@ -115,10 +165,14 @@ class SageMakerApi:
     }
 
     def __init__(self, *, region: str = "us-east-1", account: str = "000000000000", allow_file_uris: bool = False,
-                 stop_grace: float = 5.0, runner_factory: RunnerFactory = JobRunner) -> None:
+                 allow_serve_commands: bool = False, allow_model_code: bool = False,
+                 allow_remote_model_urls: bool = False, stop_grace: float = 5.0,
+                 runner_factory: RunnerFactory = JobRunner) -> None:
         self.region = region
         self.account = account
-        self.allow_file_uris = allow_file_uris
+        self.policy = service_policy(allow_file_uris=allow_file_uris, allow_serve_commands=allow_serve_commands,
+                                     allow_model_code=allow_model_code,
+                                     allow_remote_model_urls=allow_remote_model_urls)
         self.stop_grace = stop_grace
         self.runner_factory = runner_factory
         self.models: dict[str, dict[str, Any]] = {}
@@ -140,22 +194,26 @@ class SageMakerApi:
         result: dict[str, Any] = getattr(self, method)(body)
         return result
 
-    def _check_uris(self, uris: list[str], field_names: list[str]) -> None:
-        if self.allow_file_uris:
-            return
-        for uri, name in zip(uris, field_names, strict=True):
-            if uri and not uri.startswith("s3://"):
-                raise validation(f"{name}: must be an s3:// URI, got {uri!r} (start the service with "
-                                 "--allow-file-uris to accept file:// URIs)")
+    @property
+    def allow_file_uris(self) -> bool:
+        return self.policy.allow_file_uris
+
+    @property
+    def allow_serve_commands(self) -> bool:
+        return self.policy.allow_serve_commands
+
+    @property
+    def allow_model_code(self) -> bool:
+        return self.policy.allow_model_code
 
     # -- models -------------------------------------------------------------------------------------------
 
     def create_model(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
             validate_model_request(body)
+            self.policy.check_model(body)
         except TransformSpecError as exc:
             raise validation(str(exc)) from None
-        self._check_uris([body["PrimaryContainer"].get("ModelDataUrl", "")], ["PrimaryContainer.ModelDataUrl"])
         name = body["ModelName"]
         arn = self.arn("model", name)
         with self._lock:
@@ -175,6 +233,9 @@ class SageMakerApi:
     def describe_model(self, body: dict[str, Any]) -> dict[str, Any]:
         model = copy.deepcopy(self._model(body.get("ModelName")))
         model.pop("Tags", None)
+        container = model.get("PrimaryContainer")
+        if isinstance(container, dict) and "Environment" in container:
+            container["Environment"] = masked_environment(container["Environment"])
         return model
 
     def delete_model(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -192,9 +253,6 @@ class SageMakerApi:
             validate_transform_request(body)
         except TransformSpecError as exc:
             raise validation(str(exc)) from None
-        self._check_uris([body["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"],
-                          body["TransformOutput"]["S3OutputPath"]],
-                         ["TransformInput.DataSource.S3DataSource.S3Uri", "TransformOutput.S3OutputPath"])
         name = body["TransformJobName"]
         arn = self.arn("transform-job", name)
         with self._lock:
@@ -205,11 +263,15 @@ class SageMakerApi:
                                       f"with this name already exists ({arn})")
             model = self._model(body["ModelName"])
             model_request = {k: copy.deepcopy(v) for k, v in model.items() if k not in ("ModelArn", "CreationTime")}
+            try:  # what the requests name directly; the worker's engine checks every other URI it opens
+                self.policy.check_request(body, model_request)
+            except TransformSpecError as exc:
+                raise validation(str(exc)) from None
             job = TransformJob(request=copy.deepcopy(body), model=model_request, arn=arn)
             job.runner = self.runner_factory(
                 name, job.request, model_request,
                 on_started=lambda: self._started(job), on_finished=lambda outcome: self._finished(job, outcome),
-                stop_grace=self.stop_grace,
+                stop_grace=self.stop_grace, policy=self.policy,
             )
             self.jobs[name] = job
             job.runner.start()

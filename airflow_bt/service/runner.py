@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from airflow_bt.transform.runtime.policy import EnginePolicy
+
 _log = logging.getLogger(__name__)
 
 #: ``on_finished(outcome)``: the worker's ``result`` event, or ``None`` if it exited without one.
@@ -28,16 +30,21 @@ class JobRunner:
     :param on_started: called when the worker has started.
     :param on_finished: called once, when the worker and every process it started are gone.
     :param stop_grace: seconds a stopping worker gets to clean up before its process group is killed.
+    :param policy: what the job's engine may open and run (default: ``s3://`` only, no serve commands, no
+        Python handlers, no model containers off loopback).
     """
 
     def __init__(self, name: str, request: dict[str, Any], model: dict[str, Any], *,
-                 on_started: Callable[[], None], on_finished: Finished, stop_grace: float = 5.0) -> None:
+                 on_started: Callable[[], None], on_finished: Finished, stop_grace: float = 5.0,
+                 policy: EnginePolicy | None = None) -> None:
         self.name = name
         self.request = request
         self.model = model
         self.on_started = on_started
         self.on_finished = on_finished
         self.stop_grace = stop_grace
+        self.policy = policy or EnginePolicy(allow_file_uris=False, allow_serve_commands=False, allow_model_code=False,
+                                             isolate_model_code=True, allow_remote_model_urls=False)
         self.proc: subprocess.Popen[str] | None = None
         self._done = threading.Event()
         self._reader: threading.Thread | None = None
@@ -48,7 +55,8 @@ class JobRunner:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
         )
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"request": self.request, "model": self.model}) + "\n")
+        self.proc.stdin.write(json.dumps({"request": self.request, "model": self.model,
+                                          "policy": self.policy.to_dict()}) + "\n")
         self.proc.stdin.flush()  # stdin stays open: its end tells the worker the service is gone
         self._reader = threading.Thread(target=self._read, name=f"job-{self.name}", daemon=True)
         self._reader.start()

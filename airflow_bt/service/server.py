@@ -3,7 +3,11 @@
 A request is ``POST /`` with ``X-Amz-Target: SageMaker.<Action>`` and a JSON body; the answer is
 ``application/x-amz-json-1.1`` JSON with timestamps as epoch seconds, or an error
 ``{"__type": <code>, "message": ...}`` with HTTP 400, which botocore raises as a ``ClientError``
-with that code. ``GET /ping`` answers 200 (a health check). Authentication is not checked.
+with that code. ``GET /ping`` answers 200 (a health check). Authentication is not checked: anyone who
+reaches the port can create models and jobs, which is why it binds 127.0.0.1 by default and refuses
+``file://`` URIs, serve commands, Python handler models and model containers off loopback unless started
+with ``--allow-file-uris`` / ``--allow-serve-commands`` / ``--allow-model-code`` /
+``--allow-remote-model-urls``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from airflow_bt.service.api import SageMakerApi
+from airflow_bt.service.api import SageMakerApi, masked_environment
 from airflow_bt.service.errors import ServiceError
 
 _log = logging.getLogger("airflow_bt.service")
@@ -115,9 +119,19 @@ def default_region() -> str:
 
 
 def serve(host: str, port: int, *, region: str | None = None, allow_file_uris: bool = False,
-          announce: Callable[[str], None] | None = None) -> int:
+          allow_serve_commands: bool = False, allow_model_code: bool = False,
+          allow_remote_model_urls: bool = False, announce: Callable[[str], None] | None = None) -> int:
     """Serve until SIGTERM or Ctrl-C, then stop running jobs. ``announce(url)`` once listening."""
-    api = SageMakerApi(region=region or default_region(), allow_file_uris=allow_file_uris)
+    api = SageMakerApi(region=region or default_region(), allow_file_uris=allow_file_uris,
+                       allow_serve_commands=allow_serve_commands, allow_model_code=allow_model_code,
+                       allow_remote_model_urls=allow_remote_model_urls)
+    masked_environment({"API_TOKEN": "warm-up"})  # load the masking rule (Airflow's) before the first Describe
+    if allow_serve_commands:
+        _log.warning("--allow-serve-commands: any client that reaches %s:%d can run commands as this user", host,
+                     port)
+    if allow_model_code:
+        _log.warning("--allow-model-code: any client that reaches %s:%d can run Python code as this user (in a "
+                     "child process without this service's credentials)", host, port)
     server = LocalSageMakerServer(host, port, api)
 
     def _terminate(signum: int, frame: Any) -> None:

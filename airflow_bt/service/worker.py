@@ -1,7 +1,8 @@
 """The worker process of one transform job: ``python -m airflow_bt.service.worker <job name>``.
 
-Reads ``{"request": <CreateTransformJob>, "model": <CreateModel>}`` as the first line of stdin and
-runs it on the local engine (which starts one process per instance when ``InstanceCount > 1``).
+Reads ``{"request": <CreateTransformJob>, "model": <CreateModel>, "policy": <EnginePolicy>}`` as the
+first line of stdin and runs it on the local engine under that policy (the engine starts one process
+per instance when ``InstanceCount > 1``).
 Reports on its original stdout, one JSON object a line: ``{"event": "started"}``, then
 ``{"event": "result", "status": "Completed" | "Failed", "failure_reason": ..., ...}``. Everything
 else the job prints (the engine's log, the model's output) goes to stderr.
@@ -53,9 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     _emit(events, {"event": "started"})
 
     from airflow_bt.transform.local_engine import run_transform_job
+    from airflow_bt.transform.runtime.policy import EnginePolicy
 
     try:
-        description = run_transform_job(payload["request"], payload["model"], aws_conn_id=None, log=log)
+        policy = EnginePolicy.from_dict(payload["policy"])
+        description = run_transform_job(payload["request"], payload["model"], aws_conn_id=None, log=log,
+                                        policy=policy)
     except Exception as exc:
         log.exception("transform job %s failed", name)
         _emit(events, {"event": "result", "status": "Failed",

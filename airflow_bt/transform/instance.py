@@ -38,7 +38,9 @@ from airflow_bt.transform.dead_letter import (
 from airflow_bt.transform.invoker import Call, Invoker
 from airflow_bt.transform.plan import InputObject, Knobs, initial_knobs, resolve_knobs
 from airflow_bt.transform.runtime import (
+    EMBEDDED,
     START_TIMEOUT_ENV,
+    EnginePolicy,
     ModelInvocationError,
     ModelRuntime,
     ModelRuntimeError,
@@ -46,6 +48,7 @@ from airflow_bt.transform.runtime import (
     open_runtime,
     start_timeout_s,
 )
+from airflow_bt.transform.runtime.children import die_with_parent, watch_parent_pipe
 
 Event = tuple[Any, ...]
 Sink = Callable[[Event], None]
@@ -56,7 +59,11 @@ _MAX_MESSAGE = 2000
 
 @dataclass(frozen=True)
 class InstanceSpec:
-    """Everything an instance needs; picklable (plain data and portable storages, no Airflow objects)."""
+    """Everything an instance needs; picklable (plain data and portable storages, no Airflow objects).
+
+    ``policy``: what the instance may open and run (:mod:`~airflow_bt.transform.runtime.policy`); every
+    storage it uses comes from :meth:`Instance.storage_for`, which applies it.
+    """
 
     instance: int
     request: dict[str, Any]
@@ -65,6 +72,7 @@ class InstanceSpec:
     storages: dict[str, Storage] = field(default_factory=dict)
     dead_letter: bool = False
     dead_letter_max_records: int = DEFAULT_MAX_RECORDS
+    policy: EnginePolicy = EMBEDDED
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,8 @@ class Instance:
         self.knobs = initial_knobs(req)
 
     def storage_for(self, uri: str) -> Storage:
+        """The storage for ``uri``, if the policy lets the engine open it (else :class:`PolicyError`)."""
+        self.spec.policy.check_uri(uri)
         scheme = scheme_of(uri)
         store = self.spec.storages.get(scheme)
         return store if store is not None else for_uri(uri, aws_conn_id=None)
@@ -144,8 +154,10 @@ class Instance:
         i = self.spec.instance
         try:
             try:
+                self.spec.policy.check_model(self.spec.model_request)
                 self.runtime = open_runtime(self.spec.model_request, storage_for=self.storage_for,
-                                            invocation_timeout_s=self.timeout_s)
+                                            invocation_timeout_s=self.timeout_s,
+                                            isolate_handler=self.spec.policy.isolate_model_code)
                 self.knobs = self._start_model(self.runtime)
             except Exception as exc:
                 name = self.spec.model_request.get("ModelName")
@@ -323,9 +335,17 @@ class Instance:
             raise
 
 
-def instance_main(spec: InstanceSpec, queue: Any, rejected: Any = None) -> None:
+def instance_main(spec: InstanceSpec, queue: Any, rejected: Any = None, parent_pid: int | None = None,
+                  parent_alive: Any = None) -> None:
     """Entry point of a spawned instance process: run and report through ``queue``.
 
     ``rejected`` is the job's shared count of dead-lettered records (a ``multiprocessing.Value``).
+    The process dies with the engine: ``parent_pid`` is the engine's pid (Linux: a parent-death
+    signal, and an exit if the engine is already gone), ``parent_alive`` the read end of a pipe only
+    the engine writes to (anywhere: its end-of-file ends this process and the serve commands it started).
     """
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
+    if parent_alive is not None:
+        watch_parent_pipe(parent_alive)
     Instance(spec, queue.put, RejectCounter(rejected)).run()

@@ -27,6 +27,12 @@ rest are scored, and ``LocalEngineStats`` counts them (:mod:`airflow_bt.transfor
 The model runtime comes from the ``CreateModel`` request (:func:`~airflow_bt.transform.runtime.open_runtime`):
 a Python handler in ``ModelDataUrl``, a running container at an ``http(s)://`` ``Image``, or
 a command in ``AIRFLOW_BT_SERVE_COMMAND`` that the engine starts per instance.
+
+``policy`` (:mod:`airflow_bt.transform.runtime.policy`) says what the engine may open and run for
+the request's sender: everything for the user's own requests (the default), less for the network
+service. Every storage lookup and every model runtime goes through it. Every process the engine
+starts (instance workers, serve commands) dies with it, even when it is SIGKILLed
+(:mod:`airflow_bt.transform.runtime.children`).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import contextlib
 import copy
 import logging
 import multiprocessing
+import os
 import queue as queue_mod
 import sys
 import time
@@ -48,7 +55,8 @@ from airflow_bt.storage import Storage, for_uri, join_uri, scheme_of
 from airflow_bt.transform.dead_letter import DEFAULT_MAX_RECORDS, ERRORS_FOLDER
 from airflow_bt.transform.instance import Event, Instance, InstanceSpec, ObjectResult, instance_main
 from airflow_bt.transform.plan import InputError, InputObject, assign_instances, list_inputs
-from airflow_bt.transform.runtime import SERVE_COMMAND_ENV, runtime_kind
+from airflow_bt.transform.runtime import EMBEDDED, SERVE_COMMAND_ENV, EnginePolicy, runtime_kind
+from airflow_bt.transform.runtime.policy import model_uris, request_uris
 from airflow_bt.transform.spec import TransformSpecError, validate_model_request, validate_transform_request
 
 Progress = Callable[[int, int, int], None]
@@ -185,7 +193,11 @@ def _run_processes(specs: list[InstanceSpec], monitor: _Monitor) -> None:
     ctx = multiprocessing.get_context("spawn")
     events: Any = ctx.Queue()
     rejected = ctx.Value("q", 0)  # the job's dead-lettered records, counted across the instances
-    procs = [ctx.Process(target=instance_main, args=(spec, events, rejected),
+    # The workers die with this process: a parent-death signal tied to this thread (which stays in this
+    # function until they are gone), and a pipe whose only writer is this process (EOF: the engine died).
+    parent_alive, alive_writer = ctx.Pipe(duplex=False)
+    parent_pid = os.getpid()
+    procs = [ctx.Process(target=instance_main, args=(spec, events, rejected, parent_pid, parent_alive),
                          name=f"airflow-bt-instance-{spec.instance}") for spec in specs]
     finished = False
     try:
@@ -225,6 +237,8 @@ def _run_processes(specs: list[InstanceSpec], monitor: _Monitor) -> None:
                 if proc.is_alive():
                     proc.terminate()
                     proc.join()
+        parent_alive.close()
+        alive_writer.close()
         events.close()
         events.join_thread()
 
@@ -247,7 +261,7 @@ def _failure_reason(objects: list[InputObject], monitor: _Monitor) -> str | None
 def run_transform_job(
     request: dict[str, Any], model_request: dict[str, Any], *, aws_conn_id: str | None = None,
     log: LogLike | None = None, progress: Progress | None = None, dead_letter: bool = False,
-    dead_letter_max_records: int = DEFAULT_MAX_RECORDS,
+    dead_letter_max_records: int = DEFAULT_MAX_RECORDS, policy: EnginePolicy = EMBEDDED,
 ) -> dict[str, Any]:
     """Run a ``CreateTransformJob`` request locally and return its ``DescribeTransformJob``-shaped result.
 
@@ -262,28 +276,30 @@ def run_transform_job(
     ``dead_letter_max_records`` for the job (:mod:`airflow_bt.transform.dead_letter`); the job is
     ``Completed`` if every object was scored but for such records. ``LocalEngineStats`` has
     ``rejected`` (records) and ``rejected_objects`` (objects with at least one) either way.
+
+    ``policy`` limits the URIs the engine opens and the models it runs: what the requests name directly
+    is checked before anything runs (:class:`TransformSpecError`); a URI found later, such as a
+    manifest's ``prefix``, fails the job naming it.
     """
     if dead_letter_max_records < 0:
         raise ValueError(f"dead_letter_max_records must be >= 0, got {dead_letter_max_records}")
     validate_transform_request(request)
     validate_model_request(model_request)
     _check_supported(request, model_request)
+    policy.check_request(request, model_request)
     log = log or _log
     name = request["TransformJobName"]
     started_at = datetime.now(timezone.utc)
 
-    container = model_request["PrimaryContainer"]
-    uris = [request["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"],
-            request["TransformOutput"]["S3OutputPath"], container.get("ModelDataUrl") or ""]
-    submit = (container.get("Environment") or {}).get("SAGEMAKER_SUBMIT_DIRECTORY", "")
-    uris += [u for u in (submit,) if u.startswith(("s3://", "file://"))]
     storages: dict[str, Storage] = {}
-    for uri in uris:
-        if uri and scheme_of(uri) not in storages:
+    for _, uri in request_uris(request) + model_uris(model_request):
+        if uri.startswith(("s3://", "file://")) and scheme_of(uri) not in storages:
             storages[scheme_of(uri)] = for_uri(uri, aws_conn_id=aws_conn_id)
 
-    def storage_for(uri: str) -> Storage:
+    def any_storage_for(uri: str) -> Storage:
         return storages.get(scheme_of(uri)) or for_uri(uri, aws_conn_id=aws_conn_id)
+
+    storage_for = policy.guard(any_storage_for)  # every URI the engine opens, at any depth, obeys the policy
 
     instance_count = request["TransformResources"]["InstanceCount"]
     monitor = _Monitor(0, log, progress)
@@ -303,7 +319,7 @@ def run_transform_job(
 
         def spec(i: int, group: list[InputObject], stores: dict[str, Storage]) -> InstanceSpec:
             return InstanceSpec(i, request, model_request, group, stores, dead_letter=dead_letter,
-                                dead_letter_max_records=dead_letter_max_records)
+                                dead_letter_max_records=dead_letter_max_records, policy=policy)
 
         if len(groups) == 1:
             _run_in_process(spec(0, groups[0], storages), monitor)

@@ -42,7 +42,9 @@ def dag_folder(tmp_path: Path, *, gated: bool = False, check_interval: str = "0.
     config = config.replace("check_interval_seconds: 30", f"check_interval_seconds: {check_interval}")
     if gated:
         config = config.replace("/models/churn/model.tar.gz", "/models/slow/model.tar.gz")
-        env = '  model_environment: {RELEASE_URI: "{{ params.root_uri }}/release"}\n'
+        env = ('  model_environment: {RELEASE_URI: "{{ params.root_uri }}/release", AWS_ENDPOINT_URL_S3: '
+               '"{{ conn.aws_default.extra_dejson.service_config.s3.endpoint_url }}", AWS_ACCESS_KEY_ID: testing, '
+               'AWS_SECRET_ACCESS_KEY: testing, AWS_DEFAULT_REGION: us-east-1}\n')  # the model's own S3 access
         config = config.replace("transform:\n", "transform:\n" + env)
     (folder / "configs" / "churn.yaml").write_text(config)
     return folder

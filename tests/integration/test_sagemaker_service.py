@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from sagemaker_stack import SLOW_HANDLER, fresh_bucket, model_tarball, rowsum_tarball, wait_for
+from sagemaker_stack import (
+    SERVICE_FLAGS,
+    SLOW_HANDLER,
+    Stack,
+    fresh_bucket,
+    local_sagemaker,
+    model_tarball,
+    rowsum_tarball,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -161,3 +173,102 @@ def test_errors_have_the_services_shapes(sagemaker_stack):
     sm.delete_model(ModelName=model)
     assert error_of(sm.describe_model, ModelName=model)["Code"] == "ValidationException"
     assert error_of(sm.delete_model, ModelName=model)["Code"] == "ValidationException"
+
+
+def test_the_service_runs_no_serve_command_and_reads_no_host_file_unless_started_to(sagemaker_stack, tmp_path):
+    """Started without --allow-serve-commands / --allow-file-uris: a client cannot run a command, nor copy
+    the service host's files into S3 through a manifest's prefix; Describe* masks secret values."""
+    stack = sagemaker_stack
+    s3, bucket = fresh_bucket(stack)
+    sm = stack.client("sagemaker")
+    marker = tmp_path / "pwned"
+    command = error_of(sm.create_model, ModelName=f"cmd-{uuid.uuid4().hex[:8]}", PrimaryContainer={
+        "Image": "x", "Environment": {"AIRFLOW_BT_SERVE_COMMAND": f"touch {marker}"}})
+    assert command["Code"] == "ValidationException" and "--allow-serve-commands" in command["Message"]
+
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "secret.csv").write_text("40,2\n")  # numbers, so the rowsum model would score it
+    s3.put_object(Bucket=bucket, Key="models/rowsum/model.tar.gz", Body=rowsum_tarball())
+    s3.put_object(Bucket=bucket, Key="in/steal.manifest", Body=f'[{{"prefix": "{host.as_uri()}/"}}, "secret.csv"]')
+    model = f"rowsum-{uuid.uuid4().hex[:8]}"
+    sm.create_model(ModelName=model, PrimaryContainer={
+        "ModelDataUrl": f"s3://{bucket}/models/rowsum/model.tar.gz",
+        "Environment": {"DB_PASSWORD": "hunter2-long", "MODE": "fast"}})
+    assert sm.describe_model(ModelName=model)["PrimaryContainer"]["Environment"] == {
+        "DB_PASSWORD": "***", "MODE": "fast"}
+    name = f"steal-{uuid.uuid4().hex[:8]}"
+    request = job_request(name, model, bucket, Environment={"API_TOKEN": "tok-abcdef"})
+    request["TransformInput"]["DataSource"]["S3DataSource"].update(
+        S3DataType="ManifestFile", S3Uri=f"s3://{bucket}/in/steal.manifest")
+    sm.create_transform_job(**request)
+    seen, described = status_history(sm, name)
+    assert seen[-1] == "Failed" and described["Environment"] == {"API_TOKEN": "***"}
+    assert host.as_uri() in described["FailureReason"] and "--allow-file-uris" in described["FailureReason"]
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket, Prefix="out/")
+    assert not marker.exists()
+
+
+#: What the service's own environment holds beyond its S3 keys, and no model may see.
+SERVICE_SECRETS = {"AWS_SESSION_TOKEN": "service-session-token", "AIRFLOW__CORE__FERNET_KEY": "service-fernet-key",
+                   "AIRFLOW_CONN_WAREHOUSE": "postgresql://svc:pw@db/warehouse", "SERVICE_API_TOKEN": "svc-tok"}
+
+#: A handler whose every answer is what it can see: its environment's credential-like names, and its own settings.
+_ENV_REPORTING_HANDLER = """
+import json, os
+
+
+def model_fn(model_dir):
+    return None
+
+
+def transform_fn(model, data, content_type, accept):
+    env = os.environ
+    names = sorted(k for k in env if k.startswith(("AWS_", "AIRFLOW_CONN", "AIRFLOW__")) or "TOKEN" in k)
+    return json.dumps({"credentials": names,
+                       "secret_values": sorted(v for v in env.values() if v in SECRET_VALUES),
+                       "model": env.get("MODEL_SETTING"), "job": env.get("JOB_SETTING")}) + "\\n"
+"""
+
+
+@contextmanager
+def own_service(stack: Stack, tmp_path: Any, flags: tuple[str, ...] = SERVICE_FLAGS,
+                extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """A second `airflow-bt local-sagemaker` on the session's S3, started with ``flags`` and ``extra_env``."""
+    log = tmp_path / "own-service.log"
+    with local_sagemaker(stack.s3_url, log, flags, extra_env) as (url, pid):
+        yield Stack(stack.s3_url, url, log, pid)
+
+
+def test_a_handler_model_sees_its_own_environment_and_none_of_the_services_credentials(sagemaker_stack, tmp_path):
+    with own_service(sagemaker_stack, tmp_path, extra_env=SERVICE_SECRETS) as stack:
+        s3, bucket = fresh_bucket(stack)
+        secret_values = sorted({*SERVICE_SECRETS.values(), "testing"})  # "testing": the service's S3 keys
+        handler = _ENV_REPORTING_HANDLER.replace("SECRET_VALUES", repr(secret_values))
+        s3.put_object(Bucket=bucket, Key="models/env/model.tar.gz", Body=model_tarball({"code/inference.py": handler}))
+        s3.put_object(Bucket=bucket, Key="in/a.csv", Body=b"1,2\n")
+        sm = stack.client("sagemaker")
+        sm.create_model(ModelName="env", PrimaryContainer={
+            "Image": "local/sklearn", "ModelDataUrl": f"s3://{bucket}/models/env/model.tar.gz",
+            "Environment": {"MODEL_SETTING": "the-models-own", "MODEL_API_TOKEN": "model-tok"}})
+        name = f"env-{uuid.uuid4().hex[:8]}"
+        sm.create_transform_job(**job_request(name, "env", bucket, Environment={"JOB_SETTING": "from-the-job"}))
+        _, described = status_history(sm, name)
+        assert described["TransformJobStatus"] == "Completed", described.get("FailureReason")
+        seen = json.loads(s3.get_object(Bucket=bucket, Key="out/a.csv.out")["Body"].read())
+    # the service holds AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY ("testing") and the secrets above: none reach it
+    assert seen == {"credentials": ["MODEL_API_TOKEN"], "secret_values": [], "model": "the-models-own",
+                    "job": "from-the-job"}
+
+
+def test_without_allow_model_code_the_service_refuses_a_handler_model(sagemaker_stack, tmp_path):
+    with own_service(sagemaker_stack, tmp_path, flags=()) as stack:
+        s3, bucket = fresh_bucket(stack)
+        s3.put_object(Bucket=bucket, Key="models/rowsum/model.tar.gz", Body=rowsum_tarball())
+        sm = stack.client("sagemaker")
+        error = error_of(sm.create_model, ModelName="rowsum", PrimaryContainer={
+            "Image": "local/sklearn", "ModelDataUrl": f"s3://{bucket}/models/rowsum/model.tar.gz"})
+        assert error["Code"] == "ValidationException" and "--allow-model-code" in error["Message"]
+        assert error_of(sm.describe_model, ModelName="rowsum")["Code"] == "ValidationException"  # not created
+        remote = error_of(sm.create_model, ModelName="remote", PrimaryContainer={"Image": "http://10.0.0.7:8080"})
+        assert remote["Code"] == "ValidationException" and "--allow-remote-model-urls" in remote["Message"]

@@ -1,4 +1,5 @@
-"""The three model runtimes behind the same jobs: Python handler, running HTTP container, serve command.
+"""The model runtimes behind the same jobs: Python handler (in process, or isolated in a handler server
+as the service runs it), running HTTP container, serve command.
 
 The HTTP and serve-command runtimes talk to ``tests/fixtures/model_server.py`` (standard library
 HTTP, rowsum semantics like the ``behave`` handler) on 127.0.0.1 and an ephemeral port.
@@ -29,7 +30,10 @@ from engine_helpers import (
 from airflow_bt.transform import TransformSpecError
 from airflow_bt.transform.local_engine import run_transform_job
 from airflow_bt.transform.runtime import (
+    EMBEDDED,
+    EnginePolicy,
     HttpContainerRuntime,
+    IsolatedHandlerRuntime,
     ModelInvocationError,
     ModelRuntimeError,
     PythonHandlerRuntime,
@@ -39,7 +43,13 @@ from airflow_bt.transform.runtime import (
 )
 
 SERVE = f"{sys.executable} {MODEL_SERVER}"
-KINDS = ("python", "http", "serve")
+KINDS = ("python", "isolated", "http", "serve")
+#: The embedded engine, but running Python handlers out of process as the service does.
+ISOLATED = EnginePolicy(isolate_model_code=True)
+
+
+def policy_for(kind: str) -> EnginePolicy:
+    return ISOLATED if kind == "isolated" else EMBEDDED
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +60,7 @@ def server_url() -> Iterator[str]:
 
 
 def model_for(kind: str, tmp_path: Path, server_url: str, **env: str) -> dict[str, Any]:
-    if kind == "python":
+    if kind in ("python", "isolated"):
         return handler_model(model_tarball(tmp_path, "behave"), **env)
     if kind == "http":
         return handler_model("", image=server_url, **env)
@@ -65,6 +75,8 @@ def test_the_create_model_request_chooses_the_runtime() -> None:
     assert isinstance(open_runtime(handler_model("file:///m.tar.gz")), PythonHandlerRuntime)
     assert isinstance(open_runtime(handler_model("", image="http://127.0.0.1:9")), HttpContainerRuntime)
     assert isinstance(open_runtime(handler_model("", AIRFLOW_BT_SERVE_COMMAND="serve")), ServeCommandRuntime)
+    isolated = open_runtime(handler_model("file:///m.tar.gz"), isolate_handler=True)
+    assert isinstance(isolated, IsolatedHandlerRuntime)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -73,7 +85,7 @@ def test_every_runtime_writes_the_same_bytes(kind: str, instances: int, tmp_path
     inp = write_files(tmp_path / "in", {"a.csv": b"1,2\n3,4\n", "sub/b.csv": b"5\n", "c.csv": b"id9,1,1\n"})
     req = transform_request(inp, (tmp_path / "out").as_uri(), InstanceCount=instances,
                             DataProcessing={"InputFilter": "$[-2:]", "JoinSource": "Input"})
-    result = run_transform_job(req, model_for(kind, tmp_path, server_url))
+    result = run_transform_job(req, model_for(kind, tmp_path, server_url), policy=policy_for(kind))
     assert result["TransformJobStatus"] == "Completed", result.get("FailureReason")
     assert read_outputs(tmp_path / "out") == {"a.csv.out": b"1,2,3\n3,4,7\n", "sub/b.csv.out": b"5,5\n",
                                               "c.csv.out": b"id9,1,1,2\n"}
@@ -84,23 +96,26 @@ def test_a_rejected_record_fails_its_object_with_the_model_message(kind: str, tm
                                                                      server_url: str) -> None:
     inp = write_files(tmp_path / "in", {"a.csv": b"1\n", "b.csv": b"1\nBAD\n", "c.csv": b"2\n"})
     result = run_transform_job(transform_request(inp, (tmp_path / "out").as_uri()),
-                               model_for(kind, tmp_path, server_url))
+                               model_for(kind, tmp_path, server_url), policy=policy_for(kind))
     assert result["TransformJobStatus"] == "Failed"
     assert read_outputs(tmp_path / "out") == {"a.csv.out": b"1\n", "c.csv.out": b"2\n"}
     reason = result["FailureReason"]
     assert reason.startswith(f"{inp}b.csv: the model failed request 1 (records 1-2) after 1 attempt: ")
     assert reason.endswith("cannot score row 'BAD'")
-    if kind != "python":
+    if kind == "isolated":
+        assert "HTTP 500 from http://127.0.0.1:" in reason and "ValueError: cannot score row 'BAD'" in reason
+    elif kind != "python":
         assert "HTTP 400 from http://127.0.0.1:" in reason
 
 
-@pytest.mark.parametrize(("kind", "retries", "attempts"), [("http", 1, "2 attempts"), ("serve", 0, "1 attempt")])
+@pytest.mark.parametrize(("kind", "retries", "attempts"), [("http", 1, "2 attempts"), ("serve", 0, "1 attempt"),
+                                                        ("isolated", 0, "1 attempt")])
 def test_a_container_that_never_answers_times_out(kind: str, retries: int, attempts: str, tmp_path: Path,
                                                   server_url: str) -> None:
     inp = write_files(tmp_path / "in", {"a.csv": b"HANG\n", "b.csv": b"3\n"})
     req = transform_request(inp, (tmp_path / "out").as_uri(),
                             ModelClientConfig={"InvocationsTimeoutInSeconds": 1, "InvocationsMaxRetries": retries})
-    result = run_transform_job(req, model_for(kind, tmp_path, server_url))
+    result = run_transform_job(req, model_for(kind, tmp_path, server_url), policy=policy_for(kind))
     assert result["FailureReason"] == (f"{inp}a.csv: the model failed request 1 (records 1-1) after {attempts}: "
                                        "TimeoutError: no answer within InvocationsTimeoutInSeconds=1")
     assert read_outputs(tmp_path / "out") == {"b.csv.out": b"3\n"}
@@ -199,3 +214,25 @@ def test_an_image_only_model_needs_a_way_to_be_served(tmp_path: Path) -> None:
                                                  r"engine for image 'sklearn:1\.2'"):
         run_transform_job(transform_request(inp, (tmp_path / "out").as_uri()),
                           handler_model("", image="sklearn:1.2"))
+
+
+def test_an_isolated_handler_serves_concurrent_requests_and_its_execution_parameters(tmp_path: Path) -> None:
+    """The handler server answers MaxConcurrentTransforms requests at once, and what the handler's
+    execution_parameters() says reaches the engine as GET /execution-parameters."""
+    source = (Path(__file__).resolve().parents[1] / "fixtures" / "models" / "behave" / "code" / "inference.py")
+    handler = source.read_text() + (
+        "\n\ndef execution_parameters():\n"
+        "    return {'BatchStrategy': 'SingleRecord', 'MaxConcurrentTransforms': 3, 'MaxPayloadInMB': 4}\n")
+    archive = tmp_path / "params.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("code/inference.py")
+        info.size = len(handler.encode())
+        tar.addfile(info, io.BytesIO(handler.encode()))
+    inp = write_files(tmp_path / "in", {"a.csv": b"WAIT3\nWAIT3\nWAIT3\nPID\n"})
+    result = run_transform_job(transform_request(inp, (tmp_path / "out").as_uri()),
+                               handler_model(archive.as_uri()), policy=ISOLATED)
+    assert result["TransformJobStatus"] == "Completed", result.get("FailureReason")
+    assert (result["BatchStrategy"], result["MaxPayloadInMB"], result["MaxConcurrentTransforms"]) == (
+        "SingleRecord", 4, 3)
+    *peaks, pid = (tmp_path / "out" / "a.csv.out").read_text().split()
+    assert peaks == ["3", "3", "3"] and int(pid) != os.getpid()

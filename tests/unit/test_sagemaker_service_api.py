@@ -13,8 +13,9 @@ from airflow_bt.service.errors import ServiceError
 
 class FakeRunner:
     def __init__(self, name: str, request: dict[str, Any], model: dict[str, Any], *, on_started: Any,
-                 on_finished: Any, stop_grace: float) -> None:
+                 on_finished: Any, stop_grace: float, policy: Any = None) -> None:
         self.name, self.on_started, self.on_finished = name, on_started, on_finished
+        self.request, self.model, self.policy = request, model, policy
         self.started = self.stopped = False
 
     def start(self) -> None:
@@ -28,7 +29,7 @@ class FakeRunner:
 
 
 def api_with_model() -> SageMakerApi:
-    api = SageMakerApi(runner_factory=FakeRunner)
+    api = SageMakerApi(runner_factory=FakeRunner, allow_model_code=True)  # a Python handler model
     api.handle("CreateModel", {"ModelName": "m", "PrimaryContainer": {"ModelDataUrl": "s3://b/m.tar.gz"}})
     return api
 
@@ -116,8 +117,8 @@ def test_requests_are_checked_with_the_spec():
 
 
 def test_file_uris_are_a_local_extension_off_by_default():
-    api = SageMakerApi(runner_factory=FakeRunner, allow_file_uris=True)
+    api = SageMakerApi(runner_factory=FakeRunner, allow_file_uris=True, allow_model_code=True)
     api.handle("CreateModel", {"ModelName": "m", "PrimaryContainer": {"ModelDataUrl": "file:///models/m.tar.gz"}})
-    strict = SageMakerApi(runner_factory=FakeRunner)
+    strict = SageMakerApi(runner_factory=FakeRunner, allow_model_code=True)
     assert code(lambda: strict.handle("CreateModel", {"ModelName": "m", "PrimaryContainer": {
         "ModelDataUrl": "file:///models/m.tar.gz"}})) == "ValidationException"

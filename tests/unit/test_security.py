@@ -41,6 +41,13 @@ def test_local_sagemaker_listens_on_loopback_unless_told_otherwise():
     assert args.host == "127.0.0.1"
 
 
+def test_local_sagemaker_reads_no_host_file_and_runs_no_command_unless_told_to():
+    args = build_parser().parse_args(["local-sagemaker"])
+    assert args.allow_file_uris is False and args.allow_serve_commands is False
+    opted_in = build_parser().parse_args(["local-sagemaker", "--allow-file-uris", "--allow-serve-commands"])
+    assert opted_in.allow_file_uris and opted_in.allow_serve_commands
+
+
 def test_dag_configs_are_data_not_code(tmp_path):
     config = tmp_path / "evil.yaml"
     config.write_text("dag_id: !!python/object/apply:os.system ['touch pwned']\n")

@@ -7,7 +7,9 @@ The ``CreateModel`` request's ``PrimaryContainer`` chooses one:
 - ``Environment`` has ``AIRFLOW_BT_SERVE_COMMAND``: the engine starts that command, waits for
   ``/ping``, and stops it at the end (:class:`ServeCommandRuntime`);
 - anything else (e.g. the SageMaker scikit-learn image URI): the Python handler in
-  ``ModelDataUrl``'s ``code/`` is loaded in process (:class:`PythonHandlerRuntime`).
+  ``ModelDataUrl``'s ``code/`` is loaded in process (:class:`PythonHandlerRuntime`), or, with
+  ``isolate_handler`` (the service's policy), in a child process with the container environment only
+  (:class:`IsolatedHandlerRuntime`).
 
 >>> runtime = open_runtime({"ModelName": "m", "PrimaryContainer": {"ModelDataUrl": "file:///m/model.tar.gz"}})
 >>> type(runtime).__name__
@@ -31,28 +33,23 @@ from airflow_bt.transform.runtime.base import (
     batch_environment,
     start_timeout_s,
 )
-from airflow_bt.transform.runtime.http import HttpContainerRuntime, is_http_url
+from airflow_bt.transform.runtime.http import HttpContainerRuntime
+from airflow_bt.transform.runtime.isolated_handler import IsolatedHandlerRuntime
+from airflow_bt.transform.runtime.policy import EMBEDDED, EnginePolicy, PolicyError, runtime_kind
 from airflow_bt.transform.runtime.python_handler import PythonHandlerRuntime
-from airflow_bt.transform.runtime.serve import SERVE_COMMAND_ENV, ServeCommandRuntime, serve_command_of
+from airflow_bt.transform.runtime.serve import SERVE_COMMAND_ENV, ServeCommandRuntime
 
 HTTP_TIMEOUT_GRACE_S = 5.0
 
 
-def runtime_kind(model_request: Mapping[str, Any]) -> str:
-    """``"http"``, ``"serve"`` or ``"python"``: which runtime serves this ``CreateModel`` request."""
-    container = model_request.get("PrimaryContainer") or {}
-    if is_http_url(container.get("Image")):
-        return "http"
-    if serve_command_of(model_request) is not None:
-        return "serve"
-    return "python"
-
-
 def open_runtime(
     model_request: Mapping[str, Any], *, storage_for: StorageResolver | None = None,
-    invocation_timeout_s: float = 600.0,
+    invocation_timeout_s: float = 600.0, isolate_handler: bool = False,
 ) -> ModelRuntime:
     """The runtime for a ``CreateModel`` request (not started yet: call ``start(environment)``).
+
+    ``isolate_handler``: run a Python handler in a child process that holds none of this process's
+    environment (:class:`IsolatedHandlerRuntime`) rather than in this process.
 
     ``invocation_timeout_s`` is ``InvocationsTimeoutInSeconds``. The engine enforces it
     (:mod:`airflow_bt.transform.invoker`); HTTP runtimes get a socket timeout a little after it
@@ -65,6 +62,8 @@ def open_runtime(
     if kind == "serve":
         return ServeCommandRuntime(model_request, storage_for=storage_for, timeout_s=socket_timeout_s)
     container = model_request.get("PrimaryContainer") or {}
+    if container.get("ModelDataUrl") and isolate_handler:
+        return IsolatedHandlerRuntime(model_request, storage_for=storage_for, timeout_s=socket_timeout_s)
     if container.get("ModelDataUrl"):
         return PythonHandlerRuntime(model_request, storage_for=storage_for)
     raise ModelRuntimeError(
@@ -74,12 +73,16 @@ def open_runtime(
 
 
 __all__ = [
+    "EMBEDDED",
     "SERVE_COMMAND_ENV",
     "START_TIMEOUT_ENV",
+    "EnginePolicy",
     "HttpContainerRuntime",
+    "IsolatedHandlerRuntime",
     "ModelInvocationError",
     "ModelRuntime",
     "ModelRuntimeError",
+    "PolicyError",
     "PythonHandlerRuntime",
     "ServeCommandRuntime",
     "StorageResolver",

@@ -41,6 +41,9 @@ def is_http_url(image: Any) -> bool:
 class HttpContainerRuntime:
     """A :class:`~airflow_bt.transform.runtime.base.ModelRuntime` for a container at an HTTP URL."""
 
+    default_content_type = "application/octet-stream"
+    """``Content-Type`` of ``/invocations`` when the job sets no ``ContentType`` ("" sends none)."""
+
     def __init__(self, model_request: Mapping[str, Any] | None = None, *, base_url: str | None = None,
                  timeout_s: float = 600.0) -> None:
         container = (model_request or {}).get("PrimaryContainer") or {}
@@ -160,7 +163,9 @@ class HttpContainerRuntime:
 
     def invoke(self, payload: bytes, content_type: str, accept: str) -> bytes:
         """``POST /invocations``; raises :class:`ModelInvocationError` with the model's message on non-2xx."""
-        headers = {"Content-Type": content_type or "application/octet-stream"}
+        headers = {}
+        if content_type or self.default_content_type:
+            headers["Content-Type"] = content_type or self.default_content_type
         if accept:
             headers["Accept"] = accept
         status, body = self.request("POST", "/invocations", payload, headers)

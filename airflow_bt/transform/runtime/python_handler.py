@@ -11,7 +11,12 @@ returning a dict like the container's ``GET /execution-parameters``.
 
 The container environment is set in ``os.environ`` for the life of the runtime (and
 restored by :meth:`PythonHandlerRuntime.close`), so one process should run one
-runtime at a time. With ``MaxConcurrentTransforms`` > 1 the handler is called from
+runtime at a time. This runs the handler in the calling process, with whatever else that
+process's environment holds: the embedded engine's fast path (the user's own code in the user's
+own task). Where the requests come from others (``airflow-bt local-sagemaker``) the engine runs
+it in a child process instead (:mod:`~airflow_bt.transform.runtime.handler_server`), which
+builds this runtime on the model directory the engine fetched (``model_dir=``). With
+``MaxConcurrentTransforms`` > 1 the handler is called from
 several threads and must be thread-safe (scikit-learn's ``predict`` is).
 """
 
@@ -40,6 +45,7 @@ from airflow_bt.transform.runtime.handler_defaults import (
 )
 
 DEFAULT_PROGRAM = "inference.py"
+SUBMIT_DIRECTORY_ENV = "SAGEMAKER_SUBMIT_DIRECTORY"
 
 
 def _default_storage_for(uri: str) -> Any:
@@ -62,9 +68,11 @@ class PythonHandlerRuntime:
     """A :class:`~airflow_bt.transform.runtime.base.ModelRuntime` for a ``model_fn``/``input_fn`` handler."""
 
     def __init__(self, model_request: Mapping[str, Any], *, storage_for: StorageResolver | None = None,
-                 temp_root: str | None = None) -> None:
+                 temp_root: str | None = None, model_dir: str | None = None, code_dir: str | None = None) -> None:
+        """``model_dir``/``code_dir``: an artifact (and submit directory) already unpacked there, by whoever
+        owns them (they are not removed): nothing is fetched."""
         container = model_request.get("PrimaryContainer") or {}
-        url = container.get("ModelDataUrl")
+        url = container.get("ModelDataUrl") or model_dir
         if not url:
             raise ModelRuntimeError(
                 f"model {model_request.get('ModelName')!r}: the Python handler runtime needs "
@@ -76,6 +84,8 @@ class PythonHandlerRuntime:
         self._temp_root = temp_root
         self.temp_dir: str | None = None
         self.model_dir: str | None = None
+        self._local_model_dir = model_dir
+        self._local_code_dir = code_dir
         self.module: ModuleType | None = None
         self.model: Any = None
         self._loaded = False
@@ -103,18 +113,16 @@ class PythonHandlerRuntime:
             raise
 
     def _start(self, environment: Mapping[str, str]) -> None:
-        self.temp_dir = tempfile.mkdtemp(prefix="airflow-bt-model-", dir=self._temp_root)
-        self.model_dir = os.path.join(self.temp_dir, "model")
-        fetch_model_dir(self.model_data_url, self.model_dir, self._storage_for)
+        if self._local_model_dir is not None:
+            self.model_dir = self._local_model_dir
+        else:
+            self.temp_dir = tempfile.mkdtemp(prefix="airflow-bt-model-", dir=self._temp_root)
+            self.model_dir = os.path.join(self.temp_dir, "model")
+            fetch_model_dir(self.model_data_url, self.model_dir, self._storage_for)
         env = {**self.model_environment, **environment}
         self._set_environment(env)
         self._default_accept = env.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT") or DEFAULT_ACCEPT
-
-        code_dir = os.path.join(self.model_dir, "code")
-        submit = env.get("SAGEMAKER_SUBMIT_DIRECTORY", "")
-        if submit.startswith(("s3://", "file://")):
-            code_dir = os.path.join(self.temp_dir, "code")
-            fetch_model_dir(submit, code_dir, self._storage_for)
+        code_dir = self._code_dir(env)
         program = env.get("SAGEMAKER_PROGRAM") or DEFAULT_PROGRAM
         path = os.path.realpath(os.path.join(code_dir, program))
         if os.path.dirname(path) != os.path.realpath(code_dir) or not os.path.isfile(path):
@@ -138,6 +146,20 @@ class PythonHandlerRuntime:
             raise ModelRuntimeError(f"model_fn of {self.model_data_url} failed: "
                                     f"{type(exc).__name__}: {exc}") from exc
         self._loaded = True
+
+    def _code_dir(self, env: Mapping[str, str]) -> str:
+        """Where the handler is: ``code/`` of the model, or ``SAGEMAKER_SUBMIT_DIRECTORY`` fetched."""
+        assert self.model_dir is not None
+        if self._local_code_dir is not None:
+            return self._local_code_dir
+        submit = env.get(SUBMIT_DIRECTORY_ENV, "")
+        if not submit.startswith(("s3://", "file://")):
+            return os.path.join(self.model_dir, "code")
+        if self.temp_dir is None:
+            self.temp_dir = tempfile.mkdtemp(prefix="airflow-bt-code-", dir=self._temp_root)
+        code_dir = os.path.join(self.temp_dir, "code")
+        fetch_model_dir(submit, code_dir, self._storage_for)
+        return code_dir
 
     def _set_environment(self, env: Mapping[str, str]) -> None:
         for key, value in env.items():
