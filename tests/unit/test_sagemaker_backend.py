@@ -406,21 +406,9 @@ def test_openlineage_names_the_shards_read_and_the_predictions_written(shards):
 
 def test_a_new_job_after_a_failed_one_gets_a_manifest_of_just_the_shards_it_left(tmp_path):
     """Partial retry on SageMaker: the failed job's complete .out objects are kept, the rest re-run."""
-    work = (tmp_path / "work").as_uri() + "/"
-    slug = "scheduled-20260625T020000-3fa9c1"
-    run_prefix = f"{work}{slug}/"
-    summary = {
-        "format": "csv", "content_type": "text/csv", "records": 5, "shard_prefix": f"{run_prefix}shard-1/",
-        "manifest_uri": f"{run_prefix}shard-1.manifest", "inputs": [{"uri": "file:///in/a.csv", "records": 5}],
-        "shards": [{"key": "part-00000.csv", "records": 3}, {"key": "part-00001.csv", "records": 2}],
-    }
-    (tmp_path / "shard-1.json").write_text(json.dumps(summary))
-    failed_out = tmp_path / "work" / slug / "transform" / BASE
-    failed_out.mkdir(parents=True)
-    (failed_out / "part-00000.csv.out").write_text("0.1\n0.2\n0.3\n")  # the failed job finished this shard
-    hook = FakeHook(**{BASE: [job(BASE, "Failed", FailureReason="part-00001.csv: boom",
-                                  TransformOutput={"S3OutputPath": failed_out.as_uri() + "/"})]})
-    shards = {"summary_uri": (tmp_path / "shard-1.json").as_uri(), "work_uri": work, "run_slug": slug}
+    shards, hook, failed_out = _failed_run_with_one_finished_shard(tmp_path)  # part-00000 finished
+    summary = json.loads((tmp_path / "shard-1.json").read_text())
+    run_prefix = f"{shards['work_uri']}{shards['run_slug']}/"
     result = operator(shards, hook).execute(context(try_number=2))
     (request,) = hook.created
     source = request["TransformInput"]["DataSource"]["S3DataSource"]
