@@ -194,18 +194,6 @@ class SageMakerApi:
         result: dict[str, Any] = getattr(self, method)(body)
         return result
 
-    @property
-    def allow_file_uris(self) -> bool:
-        return self.policy.allow_file_uris
-
-    @property
-    def allow_serve_commands(self) -> bool:
-        return self.policy.allow_serve_commands
-
-    @property
-    def allow_model_code(self) -> bool:
-        return self.policy.allow_model_code
-
     # -- models -------------------------------------------------------------------------------------------
 
     def create_model(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -30,21 +30,20 @@ class JobRunner:
     :param on_started: called when the worker has started.
     :param on_finished: called once, when the worker and every process it started are gone.
     :param stop_grace: seconds a stopping worker gets to clean up before its process group is killed.
-    :param policy: what the job's engine may open and run (default: ``s3://`` only, no serve commands, no
-        Python handlers, no model containers off loopback).
+    :param policy: what the job's engine may open and run (the service's:
+        :func:`~airflow_bt.service.api.service_policy`).
     """
 
     def __init__(self, name: str, request: dict[str, Any], model: dict[str, Any], *,
-                 on_started: Callable[[], None], on_finished: Finished, stop_grace: float = 5.0,
-                 policy: EnginePolicy | None = None) -> None:
+                 on_started: Callable[[], None], on_finished: Finished, policy: EnginePolicy,
+                 stop_grace: float = 5.0) -> None:
         self.name = name
         self.request = request
         self.model = model
         self.on_started = on_started
         self.on_finished = on_finished
         self.stop_grace = stop_grace
-        self.policy = policy or EnginePolicy(allow_file_uris=False, allow_serve_commands=False, allow_model_code=False,
-                                             isolate_model_code=True, allow_remote_model_urls=False)
+        self.policy = policy
         self.proc: subprocess.Popen[str] | None = None
         self._done = threading.Event()
         self._reader: threading.Thread | None = None

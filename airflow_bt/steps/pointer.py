@@ -65,14 +65,15 @@ def move_latest_forward(store: Storage, latest_uri: str, pointer: dict[str, Any]
             if current.data == data:  # our own write, e.g. its response was lost and the PUT retried
                 return True
             try:
-                theirs = _order_of_pointer(store, json.loads(current.data))
+                named = dict(json.loads(current.data))
             except ValueError:
-                theirs = None  # an unreadable pointer is replaced
-            if theirs is not None and theirs[2] == mine[2]:
+                named = {}  # an unreadable pointer is replaced
+            if named.get("attempt_prefix") == pointer["attempt_prefix"]:
                 return True  # already ours
+            theirs = _order_of_pointer(store, named)
             if theirs is not None and theirs > mine:
                 log.info("%s already points at %s, which completed after %s: the pointer stays", latest_uri,
-                         json.loads(current.data).get("attempt_prefix"), pointer["attempt_prefix"])
+                         named["attempt_prefix"], pointer["attempt_prefix"])
                 return False
         try:
             store.replace_if(latest_uri, data, current.version if current is not None else None)

@@ -40,10 +40,9 @@ from urllib.parse import urlsplit
 
 from airflow_bt.transform.runtime.base import StorageResolver
 from airflow_bt.transform.runtime.http import is_http_url
+from airflow_bt.transform.runtime.python_handler import SUBMIT_DIRECTORY_ENV
 from airflow_bt.transform.runtime.serve import SERVE_COMMAND_ENV, serve_command_of
 from airflow_bt.transform.spec import TransformSpecError
-
-SUBMIT_DIRECTORY_ENV = "SAGEMAKER_SUBMIT_DIRECTORY"
 
 
 class PolicyError(PermissionError):
