@@ -241,7 +241,7 @@ def run_once(partition: Partition, validation: str, on_bad_record: str) -> None:
         bad = [(f.name, line, reason) for f in partition.files for line, reason in f.bad]
         loose_blanks = (partition.fmt == "csv" and partition.width > 1 and validation == "fast"
                         and on_bad_record == "fail" and any(f.blank_after_header for f in partition.files))
-        with mock.patch.object(shard, "BLOCK_BYTES", partition.block):
+        with mock.patch.object(shard.partition, "BLOCK_BYTES", partition.block):
             if bad and on_bad_record == "fail":
                 name, line, reason = bad[0]
                 with pytest.raises(ShardInputError, match=rf"{re.escape(name)} line {line} \(byte offset \d+\): "

@@ -199,7 +199,7 @@ def test_shard_count_comes_from_the_decompressed_size(tmp_path):
 def test_no_shard_outgrows_the_cap_below_the_s3_single_put_limit(tmp_path, monkeypatch, caplog):
     from airflow_bt.steps import shard
 
-    monkeypatch.setattr(shard, "MAX_SHARD_BYTES", 4000)
+    monkeypatch.setattr(shard.partition, "MAX_SHARD_BYTES", 4000)
     rows = varied_rows(1000)
     write_csv(tmp_path / "in", "a.csv", rows)
     store, summary = run(tmp_path, max_shards=2)

@@ -234,7 +234,7 @@ def test_block_boundaries_do_not_change_the_outcome(tmp_path, monkeypatch, block
 
     from airflow_bt.steps import shard
 
-    monkeypatch.setattr(shard, "BLOCK_BYTES", block)
+    monkeypatch.setattr(shard.partition, "BLOCK_BYTES", block)
     rng = random.Random(block)
     lines: list[bytes] = [HEADER.rstrip(b"\n")]
     good: list[bytes] = []
@@ -267,7 +267,7 @@ def test_block_boundaries_do_not_change_the_outcome(tmp_path, monkeypatch, block
 def test_small_blocks_with_records_longer_than_a_block(tmp_path, monkeypatch):
     from airflow_bt.steps import shard
 
-    monkeypatch.setattr(shard, "BLOCK_BYTES", 64)
+    monkeypatch.setattr(shard.partition, "BLOCK_BYTES", 64)
     rows = [f"{i},{'n' * (i * 7 % 150)},{i}".encode() for i in range(200)]
     put(tmp_path, "a.csv", HEADER + b"\n".join(rows) + b"\n")
     store, summary = run(tmp_path, min_shards=3)
@@ -356,7 +356,7 @@ def test_spaces_are_a_value_in_a_one_column_csv_at_any_block_boundary(tmp_path, 
 
     rows = [b"1", b" ", b"2", b"  ", b"3"] * 40
     for block in (8, 64, 4096):
-        monkeypatch.setattr(shard, "BLOCK_BYTES", block)
+        monkeypatch.setattr(shard.partition, "BLOCK_BYTES", block)
         put(tmp_path / str(block), "a.csv", b"id\n" + b"\n".join(rows) + b"\n")
         store, summary = run(tmp_path / str(block))
         assert sharded(store, summary) == rows and summary["blank_lines"] == 0
