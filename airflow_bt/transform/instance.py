@@ -1,14 +1,15 @@
 """One transform instance: a model runtime plus the loop that turns input objects into ``.out`` objects.
 
 An instance runs in the engine's process (``InstanceCount=1``) or in a spawned worker
-process (:func:`instance_main`); either way it reports through ``sink(event)`` with
-picklable tuples:
+process (:func:`instance_main`); either way it reports through ``sink(event)`` with the events of
+:mod:`airflow_bt.transform.events` (:data:`Event`: started, progress, an object finished, failed, done).
+Its model starts as :mod:`airflow_bt.transform.startup` says, within a time limit.
 
-- ``("started", instance, Knobs)``
-- ``("progress", instance, object_index, key, records_so_far, seconds_so_far)`` (at most once a second)
-- ``("object", instance, ObjectResult)``
-- ``("failed", instance, message)``: the model could not start; none of its objects ran
-- ``("done", instance)``: always last
+An instance in the engine's process stops when its ``stop`` event is set: before its next request
+(or object, or while its model starts). The object it was writing then gets no ``.out`` (the write
+is aborted, never committed), and no :class:`ObjectFinished` is reported for it. A worker process
+stops when the engine terminates it (``SIGTERM``): :func:`instance_main` turns that into
+``SystemExit``, so the object in hand is aborted the same way and the runtime is closed.
 
 With ``InstanceSpec.dead_letter`` a failed request is bisected to isolate the records the model
 rejects (:mod:`airflow_bt.transform.dead_letter`).
@@ -16,13 +17,16 @@ rejects (:mod:`airflow_bt.transform.dead_letter`).
 
 from __future__ import annotations
 
+import signal
+import sys
 import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from types import FrameType
+from typing import Any, BinaryIO, TypeAlias
 
 from airflow_bt.faults import failpoint
 from airflow_bt.records import RecordProcessor, decompressed, iter_payloads, iter_processed_payloads, payload_limit
@@ -35,25 +39,23 @@ from airflow_bt.transform.dead_letter import (
     RejectCounter,
     errors_uri,
 )
+from airflow_bt.transform.events import Event as Event
+from airflow_bt.transform.events import InstanceDone as InstanceDone
+from airflow_bt.transform.events import InstanceEvent as InstanceEvent
+from airflow_bt.transform.events import InstanceFailed as InstanceFailed
+from airflow_bt.transform.events import InstanceStarted as InstanceStarted
+from airflow_bt.transform.events import ObjectFinished as ObjectFinished
+from airflow_bt.transform.events import ObjectProgress as ObjectProgress
+from airflow_bt.transform.events import ObjectResult as ObjectResult
+from airflow_bt.transform.events import Sink as Sink
 from airflow_bt.transform.invoker import Call, Invoker
-from airflow_bt.transform.plan import InputObject, Knobs, initial_knobs, resolve_knobs
-from airflow_bt.transform.runtime import (
-    EMBEDDED,
-    START_TIMEOUT_ENV,
-    EnginePolicy,
-    ModelInvocationError,
-    ModelRuntime,
-    ModelRuntimeError,
-    batch_environment,
-    open_runtime,
-    start_timeout_s,
-)
+from airflow_bt.transform.plan import InputObject, Knobs, initial_knobs
+from airflow_bt.transform.runtime import EMBEDDED, EnginePolicy, ModelInvocationError, ModelRuntime, open_runtime
 from airflow_bt.transform.runtime.children import die_with_parent, watch_parent_pipe
+from airflow_bt.transform.startup import start_model
 
-Event = tuple[Any, ...]
-Sink = Callable[[Event], None]
 PROGRESS_EVERY_S = 1.0
-START_TIMEOUT_GRACE_S = 30.0
+STOP_POLL_S = 0.1  # how often a model start that is waited for looks at the stop event
 _MAX_MESSAGE = 2000
 
 
@@ -75,27 +77,7 @@ class InstanceSpec:
     policy: EnginePolicy = EMBEDDED
 
 
-@dataclass(frozen=True)
-class ObjectResult:
-    """How one input object went. ``error`` is ``None`` when its ``.out`` object was written.
-
-    ``records`` counts the records scored; ``rejected`` those the model rejected (dead-letter),
-    written to ``errors_uri`` (``first_rejected``: ``record <n>: <message>`` of the first one).
-    """
-
-    index: int
-    key: str
-    uri: str
-    out_uri: str
-    records: int
-    requests: int
-    bytes_in: int
-    payload_bytes: int
-    seconds: float
-    error: str | None = None
-    rejected: int = 0
-    errors_uri: str | None = None
-    first_rejected: str | None = None
+_InFlight: TypeAlias = tuple[Call, int, list[bytes] | None]  # a request, its record count, its inputs
 
 
 class _Counting:
@@ -118,12 +100,21 @@ class _RequestError(Exception):
     """A request failed after its retries."""
 
 
-class Instance:
-    """Runs :class:`InstanceSpec`'s objects through one model runtime, reporting to ``sink``."""
+class _Stopped(Exception):
+    """The stop event is set: the instance ends before its next request."""
 
-    def __init__(self, spec: InstanceSpec, sink: Sink, rejected: RejectCounter | None = None) -> None:
+
+class Instance:
+    """Runs :class:`InstanceSpec`'s objects through one model runtime, reporting to ``sink``.
+
+    ``stop``: when set, the instance ends before its next request (see the module docstring).
+    """
+
+    def __init__(self, spec: InstanceSpec, sink: Sink, rejected: RejectCounter | None = None,
+                 stop: threading.Event | None = None) -> None:
         self.spec = spec
         self.sink = sink
+        self.stop = stop
         self.counter = rejected or RejectCounter()
         self.bisector: Bisector | None = None
         req = spec.request
@@ -149,77 +140,85 @@ class Instance:
         store = self.spec.storages.get(scheme)
         return store if store is not None else for_uri(uri, aws_conn_id=None)
 
+    def stopping(self) -> bool:
+        """Whether the stop event is set."""
+        return self.stop is not None and self.stop.is_set()
+
+    def _check_stop(self) -> None:
+        if self.stopping():
+            raise _Stopped
+
     def run(self) -> None:
-        """Start the model, transform every object, report; never raises."""
+        """Start the model, transform every object, report; never raises (but ``SystemExit`` in a worker)."""
         i = self.spec.instance
         try:
-            try:
-                self.spec.policy.check_model(self.spec.model_request)
-                self.runtime = open_runtime(self.spec.model_request, storage_for=self.storage_for,
-                                            invocation_timeout_s=self.timeout_s,
-                                            isolate_handler=self.spec.policy.isolate_model_code)
-                self.knobs = self._start_model(self.runtime)
-            except Exception as exc:
-                name = self.spec.model_request.get("ModelName")
-                message = f"model {name!r} could not start: {type(exc).__name__}: {exc}"
-                self.sink(("failed", i, message[:_MAX_MESSAGE]))
+            self._check_stop()
+            if not self._open():
                 return
-            self.sink(("started", i, self.knobs))
-            self.invoker = Invoker(self.runtime, self.content_type, self.accept, timeout_s=self.timeout_s,
-                                   max_retries=self.max_retries, slots=self.knobs.max_concurrent_transforms,
-                                   name=f"bt-{i}")
-            if self.spec.dead_letter:
-                self.bisector = Bisector(self.invoker, self.runtime.ping, self.counter,
-                                         max_records=self.spec.dead_letter_max_records,
-                                         split_type=self.split_type, processor=self.processor)
             for obj in self.spec.objects:
-                self.sink(("object", i, self.transform_object(obj)))
+                self._check_stop()
+                self.sink(ObjectFinished(i, self.transform_object(obj)))
+        except _Stopped:
+            pass  # the engine knows: it set the event
         except Exception as exc:  # a bug, or the sink failing: report it rather than hang the engine
             message = f"instance {i} crashed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-            self.sink(("failed", i, message))
+            self.sink(InstanceFailed(i, message))
         finally:
             if self.invoker is not None:
                 self.invoker.close()
             if self.runtime is not None:
                 self.runtime.close()
-            self.sink(("done", i))
+            self.sink(InstanceDone(i))
+
+    def _open(self) -> bool:
+        """Start the model and the invoker (and the bisector); ``False`` (reported) if the model cannot start."""
+        i = self.spec.instance
+        try:
+            self.spec.policy.check_model(self.spec.model_request)
+            self.runtime = open_runtime(self.spec.model_request, storage_for=self.storage_for,
+                                        invocation_timeout_s=self.timeout_s,
+                                        isolate_handler=self.spec.policy.isolate_model_code)
+            self.knobs = self._start_model(self.runtime)
+        except _Stopped:
+            raise
+        except Exception as exc:
+            name = self.spec.model_request.get("ModelName")
+            message = f"model {name!r} could not start: {type(exc).__name__}: {exc}"
+            self.sink(InstanceFailed(i, message[:_MAX_MESSAGE]))
+            return False
+        self.sink(InstanceStarted(i, self.knobs))
+        self.invoker = Invoker(self.runtime, self.content_type, self.accept, timeout_s=self.timeout_s,
+                               max_retries=self.max_retries, slots=self.knobs.max_concurrent_transforms,
+                               name=f"bt-{i}")
+        if self.spec.dead_letter:
+            self.bisector = Bisector(self.invoker, self.runtime.ping, self.counter,
+                                     max_records=self.spec.dead_letter_max_records,
+                                     split_type=self.split_type, processor=self.processor)
+        return True
 
     def _start_model(self, runtime: ModelRuntime) -> Knobs:
-        """Start the container, check ``/ping``, ask ``/execution-parameters``; the knobs to run with.
+        """Start the model (:func:`~airflow_bt.transform.startup.start_model`); the knobs to run with.
 
-        Runs on a daemon thread so a model that never comes up (a ``model_fn`` that hangs) fails
-        the instance after ``AIRFLOW_BT_START_TIMEOUT`` seconds instead of hanging the job.
+        A stop while it starts ends the wait at once (:class:`_Stopped`, from :meth:`_join`).
         """
-        env = batch_environment(
-            max_payload_in_mb=self.knobs.max_payload_in_mb, batch_strategy=self.knobs.batch_strategy,
-            max_concurrent_transforms=self.knobs.max_concurrent_transforms,
-            environment=self.spec.request.get("Environment"))
-        outcome: list[Any] = []
+        return start_model(runtime, self.spec.request, self.spec.model_request, self.knobs,
+                           instance=self.spec.instance, join=self._join)
 
-        def start() -> None:
-            try:
-                runtime.start(env)
-                if not runtime.ping():
-                    raise RuntimeError("the model did not answer ping")
-                outcome.append(resolve_knobs(self.spec.request, runtime.execution_parameters()))
-            except BaseException as exc:  # reported by the waiting thread
-                outcome.append(exc)
-
-        starter = threading.Thread(target=start, name=f"bt-{self.spec.instance}-start", daemon=True)
-        starter.start()
-        limit = start_timeout_s(self.spec.model_request)
-        own = getattr(runtime, "enforces_start_timeout", False)  # it fails first, with a better message
-        starter.join(limit + (START_TIMEOUT_GRACE_S if own else 0.0))
-        if not outcome:
-            raise ModelRuntimeError(f"the model did not start within {limit:g} s ({START_TIMEOUT_ENV} in "
-                                    "PrimaryContainer.Environment)")
-        if isinstance(outcome[0], BaseException):
-            raise outcome[0]
-        knobs: Knobs = outcome[0]
-        return knobs
+    def _join(self, thread: threading.Thread, timeout: float) -> None:
+        """``thread.join(timeout)``, looking at the stop event every :data:`STOP_POLL_S` seconds."""
+        if self.stop is None:
+            thread.join(timeout)
+            return
+        deadline = time.monotonic() + timeout
+        while thread.is_alive() and time.monotonic() < deadline:
+            thread.join(min(STOP_POLL_S, max(0.0, deadline - time.monotonic())))
+            self._check_stop()
 
     def transform_object(self, obj: InputObject) -> ObjectResult:
-        """Write ``obj.out_uri`` from the model's answers, or nothing if any request fails."""
+        """Write ``obj.out_uri`` from the model's answers, or nothing if any request fails.
+
+        Raises :class:`_Stopped` (having written nothing) if the stop event is set before it is done.
+        """
         start = time.monotonic()
         state = [0, 0, 0]  # records, requests, payload bytes
         counter: _Counting | None = None
@@ -238,6 +237,8 @@ class Instance:
                     if letter is not None:  # the errors object commits before the .out object
                         letter.commit(self.storage_for(letter.errors_uri), records=state[0])
             failpoint("transform.after_output", obj.out_uri)
+        except _Stopped:
+            raise  # out of the open_write block above: the partial object is discarded, never committed
         except GiveUp as why:
             error = f"{letter.first_failure if letter else obj.uri}; dead-letter gave up: {why}"
         except _RequestError as exc:
@@ -270,7 +271,7 @@ class Instance:
         now = time.monotonic()
         if now < next_at:
             return next_at
-        self.sink(("progress", self.spec.instance, obj.index, obj.key, state[0], now - start))
+        self.sink(ObjectProgress(self.spec.instance, obj.index, obj.key, state[0], now - start))
         return now + PROGRESS_EVERY_S
 
     def _payloads(self, stream: BinaryIO, uri: str) -> Iterator[tuple[bytes, int, list[bytes] | None]]:
@@ -287,52 +288,73 @@ class Instance:
 
     def _requests(self, obj: InputObject, items: Iterator[tuple[bytes, int, list[bytes] | None]], out: BinaryIO,
                   state: list[int], start: float, letter: ObjectLetter | None = None) -> None:
-        """Up to ``MaxConcurrentTransforms`` requests in flight; answers written in input order."""
-        invoker, bisector = self.invoker, self.bisector
-        processor = self.processor if self.processor is not None and self.processor.needs_answers else None
+        """Up to ``MaxConcurrentTransforms`` requests in flight; answers written in input order.
+
+        The stop event is looked at before each request is sent and before each answer is waited for.
+        """
+        invoker = self.invoker
         assert invoker is not None
         limit = self.knobs.max_concurrent_transforms
-        pending: deque[tuple[Call, int, list[bytes] | None]] = deque()
+        pending: deque[_InFlight] = deque()
         next_at = start + PROGRESS_EVERY_S
-
-        def drain_one() -> None:
-            call, n, originals = pending.popleft()
-            try:
-                response = invoker.result(call)
-            except ModelInvocationError as exc:
-                failure = self._fail(obj, state, n, exc)
-                if letter is None or bisector is None:
-                    raise failure from exc
-                try:
-                    pieces = bisector.recover(str(failure), call.payload, n, originals, exc, first=state[0] + 1)
-                except GiveUp as why:
-                    raise _RequestError(f"{failure}; dead-letter gave up: {why}") from exc
-                for answer, inputs, first in pieces:
-                    if inputs is not None and processor is not None:
-                        answer = processor.assemble(inputs, answer, uri=obj.uri, first=first)
-                    self._write(out, answer)
-            else:
-                if bisector is not None:
-                    bisector.answered()
-                if originals is not None and processor is not None:
-                    response = processor.assemble(originals, response, uri=obj.uri, first=state[0] + 1)
-                self._write(out, response)
-            state[0] += n
-            state[1] += 1
-            state[2] += len(call.payload)
-
         try:
             for payload, n, originals in items:
+                self._check_stop()
                 if len(pending) >= limit:
-                    drain_one()
+                    self._answer(obj, pending.popleft(), out, state, letter)
                     next_at = self._tick(obj, state, start, next_at)
+                    self._check_stop()
                 pending.append((invoker.submit(payload), n, originals))
             while pending:
-                drain_one()
+                self._check_stop()
+                self._answer(obj, pending.popleft(), out, state, letter)
                 next_at = self._tick(obj, state, start, next_at)
         except BaseException:
-            invoker.settle([call for call, _, _ in pending])  # keep the in-flight cap across objects
+            if not self.stopping():  # no object follows a stop: the requests in flight finish on their own
+                invoker.settle([call for call, _, _ in pending])  # keep the in-flight cap across objects
             raise
+
+    @property
+    def _assembler(self) -> RecordProcessor | None:
+        """The record processor, if it joins inputs to answers (``JoinSource``/``OutputFilter``)."""
+        return self.processor if self.processor is not None and self.processor.needs_answers else None
+
+    def _answer(self, obj: InputObject, item: _InFlight, out: BinaryIO,
+                state: list[int], letter: ObjectLetter | None) -> None:
+        """Wait for one request's answer and write it (or, with dead-letter, what the bisection recovered)."""
+        assert self.invoker is not None
+        call, n, originals = item
+        processor = self._assembler
+        try:
+            response = self.invoker.result(call)
+        except ModelInvocationError as exc:
+            self._recover(obj, item, out, state, letter, exc)
+        else:
+            if self.bisector is not None:
+                self.bisector.answered()
+            if originals is not None and processor is not None:
+                response = processor.assemble(originals, response, uri=obj.uri, first=state[0] + 1)
+            self._write(out, response)
+        state[0] += n
+        state[1] += 1
+        state[2] += len(call.payload)
+
+    def _recover(self, obj: InputObject, item: _InFlight, out: BinaryIO,
+                 state: list[int], letter: ObjectLetter | None, exc: ModelInvocationError) -> None:
+        """A request failed: fail the object, or (dead-letter) write the answers of the records the model takes."""
+        call, n, originals = item
+        failure = self._fail(obj, state, n, exc)
+        if letter is None or self.bisector is None:
+            raise failure from exc
+        processor = self._assembler
+        try:
+            pieces = self.bisector.recover(str(failure), call.payload, n, originals, exc, first=state[0] + 1)
+        except GiveUp as why:
+            raise _RequestError(f"{failure}; dead-letter gave up: {why}") from exc
+        for answer, inputs, first in pieces:
+            if inputs is not None and processor is not None:
+                answer = processor.assemble(inputs, answer, uri=obj.uri, first=first)
+            self._write(out, answer)
 
 
 def instance_main(spec: InstanceSpec, queue: Any, rejected: Any = None, parent_pid: int | None = None,
@@ -343,9 +365,18 @@ def instance_main(spec: InstanceSpec, queue: Any, rejected: Any = None, parent_p
     The process dies with the engine: ``parent_pid`` is the engine's pid (Linux: a parent-death
     signal, and an exit if the engine is already gone), ``parent_alive`` the read end of a pipe only
     the engine writes to (anywhere: its end-of-file ends this process and the serve commands it started).
+    The engine stops the process with ``SIGTERM`` (a stop, or an error): it raises ``SystemExit`` here,
+    so an object being written is aborted (no ``.out``, no temp file left) and the runtime is closed.
     """
     if parent_pid is not None:
         die_with_parent(parent_pid)
     if parent_alive is not None:
         watch_parent_pipe(parent_alive)
-    Instance(spec, queue.put, RejectCounter(rejected)).run()
+    stop = threading.Event()
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        stop.set()  # so nothing waits for the requests in flight on the way out
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)  # in the worker process's main thread
+    Instance(spec, queue.put, RejectCounter(rejected), stop=stop).run()

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import pickle
 import re
 import sys
 import tarfile
@@ -21,7 +22,17 @@ from engine_helpers import transform_request as job
 from engine_helpers import write_files as write
 
 from airflow_bt.transform import TransformSpecError
-from airflow_bt.transform.local_engine import run_transform_job
+from airflow_bt.transform.instance import (
+    Event,
+    Instance,
+    InstanceDone,
+    InstanceFailed,
+    InstanceSpec,
+    InstanceStarted,
+    ObjectFinished,
+    ObjectProgress,
+)
+from airflow_bt.transform.local_engine import _Monitor, run_transform_job
 from airflow_bt.transform.plan import InputObject, assign_instances
 from airflow_bt.transform.runtime import (
     ModelRuntimeError,
@@ -205,6 +216,29 @@ def test_assign_instances_balances_bytes_and_keeps_order() -> None:
     assert [[o.key for o in g] for g in assign_instances(objs, 9)] == [["b"], ["d"], ["c"], ["a"]]
     unknown = [InputObject(i, o.uri, o.key, o.out_uri) for i, o in enumerate(objs)]
     assert [[o.key for o in g] for g in assign_instances(unknown, 3)] == [["a", "d"], ["b"], ["c"]]
+
+
+def test_instance_events_pickle_and_the_monitor_dispatches_them_by_type(tmp_path: Path, rowsum: dict[str, Any]) -> None:
+    """The events cross a multiprocessing queue from the instance processes: they must survive pickling."""
+    inp = write(tmp_path / "in", {"a.csv": b"1\n2\n"})
+    req = job(inp, uri(tmp_path / "out"))
+    obj = InputObject(0, f"{inp}a.csv", "a.csv", uri(tmp_path / "out" / "a.csv.out"))
+    events: list[Event] = []
+    Instance(InstanceSpec(0, req, rowsum, [obj]), events.append).run()
+    assert [type(e) for e in events] == [InstanceStarted, ObjectFinished, InstanceDone]
+    assert [pickle.loads(pickle.dumps(e)) for e in events] == events
+    finished = events[1]
+    assert isinstance(finished, ObjectFinished) and finished.result.records == 2 and finished.result.error is None
+
+    calls: list[tuple[int, int, int]] = []
+    monitor = _Monitor(1, logging.getLogger("test.engine"), lambda *a: calls.append(a))
+    for event in [*events[:1], ObjectProgress(0, 0, "a.csv", 1, 0.5), *events[1:],
+                  InstanceFailed(1, "model 'm' could not start"), InstanceDone(1)]:
+        monitor.handle(pickle.loads(pickle.dumps(event)))
+    assert calls == [(0, 1, 1), (1, 1, 2)]
+    assert monitor.knobs == events[0].knobs  # type: ignore[union-attr]
+    assert monitor.results == [finished.result] and monitor.done_instances == {0, 1}
+    assert monitor.instance_errors == ["model 'm' could not start"]
 
 
 def test_progress_and_log_lines(tmp_path: Path, rowsum: dict[str, Any],

@@ -24,7 +24,7 @@ from engine_helpers import FIXTURES, handler_model, inline_handler, model_tarbal
 from airflow_bt.service.api import SageMakerApi
 from airflow_bt.service.errors import ServiceError
 from airflow_bt.transform import TransformSpecError
-from airflow_bt.transform.instance import Instance, InstanceSpec
+from airflow_bt.transform.instance import Instance, InstanceFailed, InstanceSpec
 from airflow_bt.transform.local_engine import run_transform_job
 from airflow_bt.transform.plan import InputObject
 
@@ -217,14 +217,14 @@ def test_every_uri_an_instance_opens_obeys_the_policy(tmp_path: Path) -> None:
     artifact = model_tarball(tmp_path, "rowsum")
     inp = write_files(tmp_path / "in", {"a.csv": b"1\n"})
     obj = InputObject(0, f"{inp}/a.csv", "a.csv", (tmp_path / "out" / "a.csv.out").as_uri())
-    events: list[tuple[Any, ...]] = []
+    events: list[Any] = []
     spec = InstanceSpec(0, transform_request(inp, (tmp_path / "out").as_uri()), handler_model(artifact), [obj],
                         policy=service_policy(allow_model_code=True))
     from airflow_bt.transform.runtime import PolicyError
 
     Instance(spec, events.append).run()
-    (failed,) = [e for e in events if e[0] == "failed"]
-    assert artifact in failed[2] and "--allow-file-uris" in failed[2]
+    (failed,) = [e for e in events if isinstance(e, InstanceFailed)]
+    assert artifact in failed.message and "--allow-file-uris" in failed.message
     with pytest.raises(PolicyError, match="must be an s3:// URI"):
         Instance(spec, events.append).storage_for(obj.out_uri)
     assert not (tmp_path / "out").exists()
@@ -286,12 +286,12 @@ def test_a_handler_model_is_refused_unless_the_service_opted_in(tmp_path: Path) 
     # the worker's engine refuses it too, before anything runs, at the job level and in an instance
     with pytest.raises(TransformSpecError, match="--allow-model-code"):
         run_transform_job(req, model, policy=service_policy(allow_file_uris=True))
-    events: list[tuple[Any, ...]] = []
+    events: list[Any] = []
     obj = InputObject(0, req["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"] + "a.csv", "a.csv",
                       (tmp_path / "out" / "a.csv.out").as_uri())
     Instance(InstanceSpec(0, req, model, [obj], policy=service_policy(allow_file_uris=True)), events.append).run()
-    (failed,) = [e for e in events if e[0] == "failed"]
-    assert "--allow-model-code" in failed[2]
+    (failed,) = [e for e in events if isinstance(e, InstanceFailed)]
+    assert "--allow-model-code" in failed.message
     assert not list(report.iterdir()) and not (tmp_path / "out").exists()  # the handler never even imported
 
     opted_in = SageMakerApi(runner_factory=FakeRunner, allow_model_code=True)
