@@ -13,6 +13,7 @@ Points:
 - ``shard.after_shard`` -- a shard object is committed, the step goes on
 - ``shard.before_summary`` -- every shard and the manifest are written, the summary is not
 - ``shard.before_return`` -- the summary is written, the task has not returned (no XCom)
+- ``transform.after_create`` -- the job is created or found, the task has not waited for it yet
 - ``transform.after_output`` -- a ``.out`` object is committed (local engine, in the task's process)
 - ``transform.before_return`` -- the job is complete, the task has not returned
 - ``publish.after_part`` -- a published part is committed, the step goes on

@@ -161,3 +161,30 @@ def running_model_server(**env: str) -> Iterator[str]:
 def write_json(path: Path, doc: Any) -> str:
     path.write_text(json.dumps(doc))
     return str(path)
+
+
+#: A model that fails every request holding row 13 (``13,...``) until the file ``HEAL_MARKER`` names exists,
+#: and sleeps ``SLOW_SECONDS`` per request; it predicts each row's first column.
+FLAKY_ROW_13_HANDLER = '''
+import os, time
+
+
+def model_fn(model_dir):
+    return None
+
+
+def input_fn(body, content_type):
+    return body.decode().splitlines()
+
+
+def predict_fn(rows, model):
+    time.sleep(float(os.environ.get("SLOW_SECONDS", "0")))
+    heal = os.environ.get("HEAL_MARKER")
+    if heal and any(r.startswith("13,") for r in rows) and not os.path.exists(heal):
+        raise ValueError("row 13 cannot be scored yet")
+    return [r.split(",")[0] for r in rows]
+
+
+def output_fn(predictions, accept):
+    return "".join(p + "\\n" for p in predictions)
+'''

@@ -7,6 +7,7 @@ from typing import Any
 
 from airflow_bt.compat import AirflowFailException, Context, run_id, try_number
 from airflow_bt.operators.base import BatchStepOperator
+from airflow_bt.operators.results import ShardOutput, TransformResult
 from airflow_bt.steps.layout import MANIFEST_NAME, RunLayout
 from airflow_bt.steps.publish import ReconcileError, publish_attempt
 from airflow_bt.storage.uris import join_uri
@@ -55,19 +56,16 @@ class PublishPredictionsOperator(BatchStepOperator):
         self.model_data_url = model_data_url
 
     def execute(self, context: Context) -> dict[str, Any]:
+        shards = ShardOutput.from_xcom(self.shards)
+        transform = TransformResult.from_xcom(self.transform)
         summary = self.read_shard_summary(self.shards)
-        if not isinstance(self.transform, dict) or "output_uri" not in self.transform:
-            raise AirflowFailException(f"`transform` must be the transform task's return value, got "
-                                       f"{self.transform!r}")
-        scored = self.transform.get("shards_summary_uri")
-        if scored and scored != self.shards["summary_uri"]:
+        if transform.shards_summary_uri != shards.summary_uri:
             raise AirflowFailException(
-                f"the transform task's predictions were made from the shards of {scored}, but the shard task's "
-                f"latest output is {self.shards['summary_uri']} (the shard task ran again after the transform): "
-                "clear the transform task together with publish, so that the new shards are scored")
+                f"the transform task's predictions were made from the shards of {transform.shards_summary_uri}, but "
+                f"the shard task's latest output is {shards.summary_uri} (the shard task ran again after the "
+                "transform): clear the transform task together with publish, so that the new shards are scored")
         attempt = try_number(context)
-        layout = RunLayout(work_root=self.shards["work_uri"], output_root=self.output_uri,
-                           slug=self.shards["run_slug"])
+        layout = RunLayout(work_root=shards.work_uri, output_root=self.output_uri, slug=shards.run_slug)
         store = self.hook.storage(self.output_uri)
         metadata = {
             "dag_id": context["dag"].dag_id,
@@ -76,15 +74,15 @@ class PublishPredictionsOperator(BatchStepOperator):
             "try_number": attempt,
             "run_slug": layout.slug,
             "model": {"name": self.model_name, "model_data_url": self.model_data_url},
-            "job_name": self.transform.get("job_name"),
-            "transform": self.transform,
+            "job_name": transform.job_name,
+            "transform": transform.to_xcom(),
             "shard_seconds": summary.get("seconds"),
         }
         try:
             manifest = publish_attempt(
                 store,
                 summary,
-                self.transform.get("prediction_prefixes") or self.transform["output_uri"],
+                transform.prediction_prefixes,
                 layout.attempt_prefix(attempt),
                 layout.latest_uri,
                 prediction_columns=[str(c) for c in self.prediction_columns],

@@ -7,6 +7,8 @@ from typing import Any
 
 from airflow_bt.compat import AirflowFailException, Context, run_id, try_number
 from airflow_bt.operators.base import BatchStepOperator
+from airflow_bt.operators.results import ShardOutput
+from airflow_bt.operators.templated import as_int, required_int, required_number
 from airflow_bt.steps.layout import RunLayout
 from airflow_bt.steps.naming import run_slug
 from airflow_bt.steps.shard import ShardInputError, shard_partition
@@ -84,29 +86,29 @@ class ShardInputOperator(BatchStepOperator):
                 layout.step_file("shard", attempt, ".manifest"),
                 layout.step_file("shard", attempt, ".json"),
                 data_format=self.data_format,
-                target_shard_mb=float(self.target_shard_mb),
-                min_shards=int(self.min_shards),
-                max_shards=int(self.max_shards),
-                max_record_bytes=int(self.max_record_bytes or 0) or None,
+                target_shard_mb=required_number("target_shard_mb", self.target_shard_mb, minimum=0.001),
+                min_shards=required_int("min_shards", self.min_shards, minimum=1),
+                max_shards=required_int("max_shards", self.max_shards, minimum=1),
+                max_record_bytes=as_int("max_record_bytes", self.max_record_bytes) or None,
                 validation=str(self.validation),
                 on_bad_record=str(self.on_bad_record),
                 errors_uri=layout.step_file("shard", attempt, ".errors.jsonl"),
-                max_bad_records=int(self.max_bad_records),
+                max_bad_records=required_int("max_bad_records", self.max_bad_records),
                 logger=self.log,
             )
         except ShardInputError as exc:
             raise AirflowFailException(str(exc)) from exc  # bad input: retrying cannot fix it
-        return {
-            "run_slug": layout.slug,
-            "work_uri": self.work_uri,
-            "run_prefix": layout.run_prefix,
-            "shard_prefix": summary["shard_prefix"],
-            "manifest_uri": summary["manifest_uri"],
-            "summary_uri": summary["summary_uri"],
-            "format": summary["format"],
-            "content_type": summary["content_type"],
-            "shards": len(summary["shards"]),
-            "records": summary["records"],
-            "input_objects": len(summary["inputs"]),
-            "bad_records": summary["bad_records"],
-        }
+        return ShardOutput(
+            run_slug=layout.slug,
+            work_uri=self.work_uri,
+            run_prefix=layout.run_prefix,
+            shard_prefix=summary["shard_prefix"],
+            manifest_uri=summary["manifest_uri"],
+            summary_uri=summary["summary_uri"],
+            format=summary["format"],
+            content_type=summary["content_type"],
+            shards=len(summary["shards"]),
+            records=summary["records"],
+            input_objects=len(summary["inputs"]),
+            bad_records=summary["bad_records"],
+        ).to_xcom()

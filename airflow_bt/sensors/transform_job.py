@@ -5,15 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import Any
 
 from airflow.configuration import conf
 
 from airflow_bt.compat import AirflowException, AirflowFailException, BaseSensorOperator, Context
+from airflow_bt.hooks.transform_job import AwsTransformJobParams
+from airflow_bt.transform.status import TransformJobStatus
 
 
-class TransformJobSensor(BaseSensorOperator):
+class TransformJobSensor(AwsTransformJobParams, BaseSensorOperator):
     """Succeeds when the transform job is ``Completed``; fails when it is ``Failed`` or ``Stopped``.
 
     Unlike the amazon provider's ``SageMakerTransformSensor``, ``Stopped`` is a failure (the job's
@@ -29,7 +30,7 @@ class TransformJobSensor(BaseSensorOperator):
         polling budget is the sensor's ``timeout``.
     """
 
-    template_fields: Sequence[str] = ("job_name", "aws_conn_id", "region_name", "verify")
+    template_fields: Sequence[str] = ("job_name", *AwsTransformJobParams.aws_template_fields)
     ui_color = "#fdf2e8"
 
     def __init__(
@@ -45,42 +46,29 @@ class TransformJobSensor(BaseSensorOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.job_name = job_name
-        self.aws_conn_id = aws_conn_id
-        self.region_name = region_name
-        self.verify = verify
-        self.botocore_config = botocore_config
+        self.set_aws_params(aws_conn_id, region_name, verify, botocore_config)
         self.deferrable = deferrable
         self._summary: dict[str, Any] | None = None
 
-    @cached_property
-    def hook(self) -> Any:
-        """The amazon provider's ``SageMakerHook`` (built on first use)."""
-        from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
-
-        return SageMakerHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify,
-                             config=self.botocore_config)
-
     def _check(self, description: dict[str, Any]) -> bool:
-        from airflow_bt.transform.backends.sagemaker import FAILED, NON_TERMINAL
-
-        status = description["TransformJobStatus"]
-        if status in NON_TERMINAL:
-            self.log.info("transform job %s is %s", self.job_name, status)
+        status = TransformJobStatus.of(description)
+        if not status.terminal:
+            self.log.info("transform job %s is %s", self.job_name, status.value)
             return False
-        if status in FAILED:
-            raise AirflowFailException(f"transform job {self.job_name} ended {status}: "
+        if status.failure:
+            raise AirflowFailException(f"transform job {self.job_name} ended {status.value}: "
                                        f"{description.get('FailureReason') or 'stopped before it finished'}")
         self._summary = {
             "job_name": description["TransformJobName"],
             "job_arn": description.get("TransformJobArn"),
-            "status": status,
+            "status": status.value,
             "output_uri": description.get("TransformOutput", {}).get("S3OutputPath"),
         }
-        self.log.info("transform job %s is %s", self.job_name, status)
+        self.log.info("transform job %s is %s", self.job_name, status.value)
         return True
 
     def poke(self, context: Context) -> bool:
-        return self._check(dict(self.hook.describe_transform_job(self.job_name)))
+        return self._check(dict(self.transform_hook.describe(self.job_name)))
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
@@ -92,9 +80,7 @@ class TransformJobSensor(BaseSensorOperator):
 
         timeout = float(self.timeout) if self.timeout else None
         self.defer(
-            trigger=TransformJobTrigger(self.job_name, aws_conn_id=self.aws_conn_id, region_name=self.region_name,
-                                        verify=self.verify, botocore_config=self.botocore_config,
-                                        poll_interval=float(self.poke_interval),
+            trigger=TransformJobTrigger(self.job_name, **self.aws_params(), poll_interval=float(self.poke_interval),
                                         deadline=time.time() + timeout if timeout else None),
             method_name="execute_complete",
             timeout=timedelta(seconds=timeout + 2 * float(self.poke_interval) + 60) if timeout else None,
@@ -108,7 +94,7 @@ class TransformJobSensor(BaseSensorOperator):
             raise AirflowException(f"{event.get('message')} (the sensor's timeout)")
         if event["status"] == "error":
             raise AirflowException(f"waiting for transform job {self.job_name} failed: {event.get('message')}")
-        if not self._check(dict(self.hook.describe_transform_job(self.job_name))):
+        if not self._check(dict(self.transform_hook.describe(self.job_name))):
             raise AirflowException(f"trigger reported {event['status']} but transform job {self.job_name} is "
                                    "still running")
         return self._summary

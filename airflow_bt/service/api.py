@@ -37,10 +37,10 @@ from airflow_bt.service.errors import ServiceError, resource_in_use, resource_no
 from airflow_bt.service.runner import JobRunner
 from airflow_bt.transform.runtime.policy import EnginePolicy
 from airflow_bt.transform.spec import TransformSpecError, validate_model_request, validate_transform_request
+from airflow_bt.transform.status import TransformJobStatus
 
 _log = logging.getLogger(__name__)
-TERMINAL = ("Completed", "Failed", "Stopped")
-STATUSES = ("InProgress", "Completed", "Failed", "Stopping", "Stopped")
+STATUSES = tuple(status.value for status in TransformJobStatus)
 MASKED = "***"
 FILE_URIS_OPT_IN = "start the service with --allow-file-uris to accept file:// URIs"
 SERVE_COMMANDS_OPT_IN = ("start the service with --allow-serve-commands to let models name a command; it runs "
@@ -278,12 +278,12 @@ class SageMakerApi:
                 job.start_time = job.end_time
             if outcome is not None:
                 job.knobs = dict(outcome.get("knobs") or {})
-            if outcome is not None and outcome.get("status") == "Completed":
-                job.status = "Completed"
+            if outcome is not None and outcome.get("status") == TransformJobStatus.COMPLETED.value:
+                job.status = TransformJobStatus.COMPLETED.value
             elif job.stop_requested:
-                job.status = "Stopped"
+                job.status = TransformJobStatus.STOPPED.value
             else:
-                job.status = "Failed"
+                job.status = TransformJobStatus.FAILED.value
                 job.failure_reason = str((outcome or {}).get("failure_reason")
                                          or "AlgorithmError: the job's worker process exited unexpectedly")[:1024]
         stats = (outcome or {}).get("stats") or {}
@@ -308,11 +308,11 @@ class SageMakerApi:
             job = self.jobs.get(str(name))
             if job is None:
                 raise resource_not_found(f"Could not find requested job with name {name}")
-            if job.status in TERMINAL:
+            if TransformJobStatus(job.status).terminal:
                 raise validation(f"Transform job {name} is {job.status} and cannot be stopped")
-            if job.status == "Stopping":
+            if job.status == TransformJobStatus.STOPPING.value:
                 return {}
-            job.status, job.stop_requested, job.last_modified = "Stopping", True, _now()
+            job.status, job.stop_requested, job.last_modified = TransformJobStatus.STOPPING.value, True, _now()
             runner = job.runner
         _log.info("stopping transform job %s", name)
         if runner is not None:
@@ -367,7 +367,7 @@ class SageMakerApi:
         """Stop every running job and wait (up to ``timeout``) until their processes are gone."""
         with self._lock:
             self._closed = True
-            running = [job for job in self.jobs.values() if job.status not in TERMINAL]
+            running = [job for job in self.jobs.values() if not TransformJobStatus(job.status).terminal]
         for job in running:
             if job.status == "InProgress":
                 self.stop_transform_job({"TransformJobName": job.name})

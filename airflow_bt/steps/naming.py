@@ -37,20 +37,6 @@ def run_slug(run_id: str, token: str | None = None) -> str:
     return f"{readable[:40].strip('-')}-{token}"
 
 
-def transform_job_name(model: str, ds: str, slug: str, try_number: int) -> str:
-    """A SageMaker-valid job name (``[a-zA-Z0-9-]``, at most 63 chars) unique per attempt.
-
-    ``bt-churn-20260624-3fa9c1-t1``: the model, the scored day, the run slug's token, the try.
-    """
-    token = slug.rsplit("-", 1)[-1]
-    tail = f"-{ds.replace('-', '')}-{token}-t{int(try_number)}"
-    head = ("bt-" + _slug(model))[: 63 - len(tail)].rstrip("-")
-    name = head + tail
-    if not _JOB_NAME.match(name):
-        raise ValueError(f"cannot make a valid SageMaker job name from model={model!r}, ds={ds!r}")
-    return name
-
-
 #: Room left after a run-level job name for a retry suffix such as ``-r12``.
 RETRY_SUFFIX_ROOM = 6
 
@@ -58,8 +44,8 @@ RETRY_SUFFIX_ROOM = 6
 def run_job_name(model: str, ds: str, slug: str) -> str:
     """The job name of a run's transform, the same for every try: ``bt-churn-20260624-3fa9c1``.
 
-    The SageMaker backend derives it without the try number, so a retry after a worker crash finds
-    the job its earlier try launched; :func:`retry_job_name` names a fresh job after a failed one.
+    Both backends derive it without the try number, so a retry finds the job its earlier try launched
+    (and attaches to it or reuses its shards); :func:`retry_job_name` names a fresh job after a failed one.
     """
     token = slug.rsplit("-", 1)[-1]
     tail = f"-{ds.replace('-', '')}-{token}"

@@ -1,16 +1,20 @@
 """What makes two transform jobs give the same predictions: one fingerprint for both backends.
 
-A partial retry reuses an earlier job's ``.out`` objects only when the earlier job would have
-predicted exactly what this one will. That holds when the model is the same — its ``CreateModel``
-request (image, environment, artifact URL, ...) *and* the artifact's bytes, known by their ETag, so
-a ``model.tar.gz`` replaced at the same URL is another model — and the job's prediction-changing
-settings are the same: its ``Environment``, ``DataProcessing`` filters and join, the content type,
-split and compression of its input, ``Accept`` and ``AssembleWith`` of its output, and the batch
-strategy. Job names, paths, instance counts, payload sizes and timeouts do not change a prediction.
+A partial retry reuses an earlier job's ``.out`` objects, and a retry attaches to an earlier job, only
+when the earlier job predicts exactly what this one would. That holds when the model is the same —
+its ``CreateModel`` request (image, environment, artifact URL, ...) *and* the artifact's bytes, known
+by their ETag, so a ``model.tar.gz`` replaced at the same URL is another model — and the job's
+prediction-changing settings are the same: its ``Environment``, ``DataProcessing`` filters and join,
+the content type, split and compression of its input, ``Accept`` and ``AssembleWith`` of its output,
+and the batch strategy. Job names, paths, instance counts, payload sizes and timeouts do not change a
+prediction.
 
-:func:`job_settings` reads those settings from a ``CreateTransformJob`` request or from a
-``DescribeTransformJob`` response alike (unset fields and their documented defaults compare equal),
-so the SageMaker backend can compare a described earlier job with the request it is about to make.
+Both backends carry the model's identity in the model's *name* (:func:`versioned_model_name`: the
+stem and 8 hex digits of :func:`model_fingerprint`), which every ``DescribeTransformJob`` shows as
+``ModelName``; :func:`job_settings` reads the rest from a ``CreateTransformJob`` request or from a
+``DescribeTransformJob`` response alike (unset fields and their documented defaults compare equal).
+So "same predictions" is one comparison of a described earlier job with the request about to be made
+(:func:`airflow_bt.transform.attempts.predicts_the_same`), on SageMaker and locally.
 """
 
 from __future__ import annotations
@@ -51,6 +55,13 @@ def job_settings(job: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def prediction_fingerprint(model: str, job: Mapping[str, Any]) -> str:
-    """One hash of everything that changes a prediction: the model's fingerprint and the job's settings."""
-    return _digest({"model": model, "job": job_settings(job)})
+def versioned_model_name(model_name: str, model_request: Mapping[str, Any], artifact_etag: str | None = None
+                         ) -> str:
+    """``<model_name>-<8 hex>``: the same ``CreateModel`` config and artifact always give the same name.
+
+    So a retry (or tomorrow's run) reuses the model it created, and a changed artifact (a new
+    URL, or new bytes at the same URL: its ETag), image or environment gets a new model instead
+    of silently scoring with the old one.
+    """
+    return f"{model_name[: 63 - 9].rstrip('-')}-{model_fingerprint(model_request, artifact_etag)[:8]}"
+

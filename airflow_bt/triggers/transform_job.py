@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_bt.hooks.transform_job import AwsTransformJobParams, TransformJobHook
+from airflow_bt.transform.status import TransformJobStatus, next_poll_delay, past_deadline
+
 #: Terminal states and the event status each one becomes.
-_EVENT_STATUS = {"Completed": "success", "Failed": "failed", "Stopped": "stopped"}
+_EVENT_STATUS = {TransformJobStatus.COMPLETED: "success", TransformJobStatus.FAILED: "failed",
+                 TransformJobStatus.STOPPED: "stopped"}
 
 
-class TransformJobTrigger(BaseTrigger):
+class TransformJobTrigger(AwsTransformJobParams, BaseTrigger):
     """Poll ``DescribeTransformJob`` until the job ends or ``deadline`` passes, then fire one event.
 
     Event payload: ``{"status": "success" | "failed" | "stopped" | "timeout" | "error", "job_name": ...,
@@ -21,7 +24,8 @@ class TransformJobTrigger(BaseTrigger):
     budget is the deadline the task computed from the timeout its user gave (none: wait until the
     job ends), not a fixed number of attempts, and it survives a triggerer restart.
 
-    The provider's ``SageMakerHook`` is used synchronously in a worker thread (no aiobotocore needed).
+    :class:`~airflow_bt.hooks.transform_job.TransformJobHook` describes the job (its async call runs the
+    sync client in a worker thread: no aiobotocore needed); the poll delay follows the hook's own wait.
 
     :param job_name: the transform job to watch.
     :param aws_conn_id: the AWS connection (its ``sagemaker`` endpoint may be a local service).
@@ -43,12 +47,9 @@ class TransformJobTrigger(BaseTrigger):
         poll_interval: float = 30.0,
         deadline: float | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.job_name = job_name
-        self.aws_conn_id = aws_conn_id
-        self.region_name = region_name
-        self.verify = verify
-        self.botocore_config = botocore_config
+        self.set_aws_params(aws_conn_id, region_name, verify, botocore_config)
         self.poll_interval = float(poll_interval)
         self.deadline = deadline
 
@@ -57,23 +58,19 @@ class TransformJobTrigger(BaseTrigger):
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
                 "job_name": self.job_name,
-                "aws_conn_id": self.aws_conn_id,
-                "region_name": self.region_name,
-                "verify": self.verify,
-                "botocore_config": self.botocore_config,
+                **self.aws_params(),
                 "poll_interval": self.poll_interval,
                 "deadline": self.deadline,
             },
         )
 
-    def _hook(self) -> Any:
-        from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
-
-        return SageMakerHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify,
-                             config=self.botocore_config)
+    def _hook(self) -> TransformJobHook:
+        hook = self.transform_hook
+        _ = hook.sagemaker  # the provider's hook and its client, built here, in the worker thread
+        return hook
 
     def _event(self, status: str, **extra: Any) -> TriggerEvent:
-        return TriggerEvent({"status": status, "job_name": self.job_name, **extra})
+        return TriggerEvent({"status": status, "job_name": self.job_name, **extra})  # type: ignore[no-untyped-call]
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
@@ -84,22 +81,20 @@ class TransformJobTrigger(BaseTrigger):
         last = None
         while True:
             try:
-                description = await asyncio.to_thread(hook.describe_transform_job, self.job_name)
+                description = await hook.async_describe(self.job_name)
             except Exception as exc:  # botocore already retried throttling and transient errors
                 yield self._event("error", message=f"DescribeTransformJob failed: {type(exc).__name__}: {exc}")
                 return
-            job_status = str(description["TransformJobStatus"])
-            if job_status in _EVENT_STATUS:
-                yield self._event(_EVENT_STATUS[job_status], job_status=job_status,
-                                  message=str(description.get("FailureReason") or job_status))
+            status = TransformJobStatus.of(description)
+            if status.terminal:
+                yield self._event(_EVENT_STATUS[status], job_status=status.value,
+                                  message=str(description.get("FailureReason") or status.value))
                 return
-            if job_status != last:
-                self.log.info("transform job %s is %s", self.job_name, job_status)
-                last = job_status
-            now = time.time()
-            if self.deadline is not None and now >= self.deadline:
-                yield self._event("timeout", job_status=job_status,
-                                  message=f"transform job {self.job_name} was still {job_status} at its deadline")
+            if status != last:
+                self.log.info("transform job %s is %s", self.job_name, status.value)
+                last = status
+            if past_deadline(self.deadline):
+                yield self._event("timeout", job_status=status.value,
+                                  message=f"transform job {self.job_name} was still {status.value} at its deadline")
                 return
-            delay = self.poll_interval if self.deadline is None else min(self.poll_interval, self.deadline - now)
-            await asyncio.sleep(max(0.0, delay))
+            await asyncio.sleep(next_poll_delay(self.poll_interval, self.deadline))

@@ -167,7 +167,7 @@ def check_publication(data: Path, ds: str, baseline_rows: list[str] | None) -> t
         assert rows == baseline_rows, f"{ds}: the published predictions differ from the baseline's"
     # ... and the predictions were made from the very shards that were joined (one run slug folder)
     run_folder = Path(file_path(manifest["shards"])).parent
-    assert {folder.parent for folder in used_folders(manifest) if folder.name.startswith("transform-")} \
+    assert {folder.parent.parent for folder in used_folders(manifest) if folder.parent.name == "transform"} \
         == {run_folder}, f"{ds}: predictions of other shards were joined: {manifest['predictions']}"
     return manifest, rows
 
@@ -200,8 +200,9 @@ def leftovers(data: Path, ds: str, manifest: dict, before: dict[str, tuple[str, 
         if step.name.startswith("shard-"):
             found.append(("shard", len(names), step.with_suffix(".manifest").exists(),
                           step.with_suffix(".json").exists()))
-        elif step.name.startswith("transform-"):
-            found.append(("transform", len(names)))
+        elif step.name == "transform":  # one folder per job of the run, beside the jobs' records
+            found += [("transform", len(objects(job))) for job in sorted(step.iterdir())
+                      if job.is_dir() and job not in used]
         else:  # pragma: no cover - a new kind of step folder: make the test say so
             found.append(("unknown", str(step)))
     for attempt in sorted(p for p in (data / "output/churn" / f"dt={ds}").iterdir() if p.is_dir()):
@@ -218,8 +219,9 @@ EXPECTED_LEFTOVERS = {
     "shard.after_shard": [("shard", 1, False, False)],
     "shard.before_summary": [("shard", SHARDS, True, False)],
     "shard.before_return": [("shard", SHARDS, True, True)],
-    # A transform retry reuses the killed try's complete .out objects (transform-1) and scores only the rest
-    # (EXPECTED_REUSED): the killed try's folder is part of the publication, nothing is left over.
+    # A transform retry reuses the killed try's complete .out objects (its job's folder) and scores only the
+    # rest (EXPECTED_REUSED): the killed try's folder is part of the publication, nothing is left over. Killed
+    # after its job completed, the retry finds the job Completed and takes its result: nothing is scored again.
     "transform.after_output": [],
     "transform.before_return": [],
     "publish.after_part": [("attempt", 1, False, False)],
@@ -228,7 +230,7 @@ EXPECTED_LEFTOVERS = {
 }
 
 #: Shards whose predictions the transform retry takes from the killed try instead of scoring them again.
-EXPECTED_REUSED = {"transform.after_output": 1, "transform.before_return": SHARDS}
+EXPECTED_REUSED = {"transform.after_output": 1}
 
 
 def retry_marks(tmp_path: Path, run_id: str, task_id: str) -> int:
@@ -243,7 +245,8 @@ def retry_marks(tmp_path: Path, run_id: str, task_id: str) -> int:
 def describe_leftovers(data: Path, ds: str, manifest: dict, before: dict) -> list[str]:
     """A listing (relative paths) of the partial objects of a date, temp files included, for the log."""
     used = used_folders(manifest)
-    used_files = {folder.with_suffix(suffix) for folder in used for suffix in (".manifest", ".json", ".job.json")}
+    used_files = {folder.with_suffix(suffix) for folder in used
+                  for suffix in (".manifest", ".json", ".job.json", ".end.json")}
     lines = []
     for folder in (data / "work/churn" / f"dt={ds}", data / "output/churn" / f"dt={ds}"):
         for path in sorted(folder.rglob("*")):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import re
 
-from airflow_bt.steps.naming import run_slug, transform_job_name
+from airflow_bt.steps.naming import retry_job_name, run_job_name, run_slug
 
 JOB = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
@@ -16,11 +16,11 @@ def test_run_slug_is_readable_and_unique():
     assert run_slug("my custom id!", token="t") == "my-custom-id-t"
 
 
-def test_job_names_are_valid_and_unique_per_attempt():
+def test_job_names_are_valid_and_unique_per_attempt_that_starts_over():
     slug = run_slug("backfill__2026-06-01T00:00:00+00:00", token="3fa9c1")
-    first = transform_job_name("churn", "2026-06-01", slug, 1)
-    assert first == "bt-churn-20260601-3fa9c1-t1"
-    assert transform_job_name("churn", "2026-06-01", slug, 2) != first
-    long = transform_job_name("a_very_long_model_name_" * 5, "2026-06-01", slug, 12)
+    first = run_job_name("churn", "2026-06-01", slug)
+    assert first == "bt-churn-20260601-3fa9c1"
+    assert retry_job_name(first, 2) != first
+    long = retry_job_name(run_job_name("a_very_long_model_name_" * 5, "2026-06-01", slug), 12)
     assert len(long) <= 63 and JOB.match(long)
-    assert long.endswith("-20260601-3fa9c1-t12")
+    assert long.endswith("-20260601-3fa9c1-r12")

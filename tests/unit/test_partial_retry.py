@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_helpers import inline_handler
+from engine_helpers import FLAKY_ROW_13_HANDLER, inline_handler
 
 from airflow_bt.compat import AirflowException
 from airflow_bt.operators.transform import BatchTransformOperator
@@ -15,25 +15,6 @@ from airflow_bt.steps.layout import RunLayout
 from airflow_bt.steps.publish import publish_attempt
 from airflow_bt.steps.shard import shard_partition
 from airflow_bt.storage import for_uri
-
-# fails every request holding row 13 until the file named by HEAL_MARKER exists
-HANDLER = """
-import os
-
-def model_fn(model_dir):
-    return None
-
-def input_fn(body, content_type):
-    return body.decode().splitlines()
-
-def predict_fn(rows, model):
-    if any(r.startswith("13,") for r in rows) and not os.path.exists(os.environ["HEAL_MARKER"]):
-        raise ValueError("row 13 cannot be scored yet")
-    return [r.split(",")[0] for r in rows]
-
-def output_fn(predictions, accept):
-    return "".join(p + "\\n" for p in predictions)
-"""
 
 
 class FakeTI:
@@ -56,7 +37,7 @@ def run(tmp_path: Path) -> dict[str, Any]:
                               min_shards=3)
     assert len(summary["shards"]) == 3
     return {"store": store, "layout": layout, "summary": summary, "marker": tmp_path / "healed",
-            "model": inline_handler(tmp_path, "flaky", HANDLER),
+            "model": inline_handler(tmp_path, "flaky", FLAKY_ROW_13_HANDLER),
             "shards": {"summary_uri": summary["summary_uri"], "work_uri": f"{base}/work/", "run_slug": "run-a"}}
 
 
@@ -70,9 +51,15 @@ def transform(run: dict[str, Any], try_number: int, settings: dict[str, Any] | N
     return op.execute({"ti": FakeTI(try_number), "ds": "2026-06-24"})  # type: ignore[arg-type]
 
 
+BASE = "bt-test-model-20260624-a"  # the run's job (slug run-a); a try that starts over adds -r<try>
+
+
+def job_prefix(run: dict[str, Any], try_number: int) -> str:
+    return f"{run['layout'].run_prefix}transform/{BASE if try_number == 1 else f'{BASE}-r{try_number}'}/"
+
+
 def outputs(run: dict[str, Any], try_number: int) -> list[str]:
-    prefix = run["layout"].step_prefix("transform", try_number)
-    return sorted(obj.key for obj in run["store"].list(prefix))
+    return sorted(obj.key for obj in run["store"].list(job_prefix(run, try_number)))
 
 
 def test_a_retry_scores_only_the_shards_the_failed_try_left_without_predictions(run):
@@ -83,9 +70,8 @@ def test_a_retry_scores_only_the_shards_the_failed_try_left_without_predictions(
     result = transform(run, 2)
     assert outputs(run, 2) == ["part-00001.csv.out"]  # only the missing shard was scored
     assert result["reused_shards"] == 2
-    assert result["prediction_prefixes"] == [run["layout"].step_prefix("transform", 2),
-                                             run["layout"].step_prefix("transform", 1)]
-    manifest = json.loads(run["store"].read_bytes(run["layout"].step_file("transform", 2, ".manifest")))
+    assert result["prediction_prefixes"] == [job_prefix(run, 2), job_prefix(run, 1)]
+    manifest = json.loads(run["store"].read_bytes(job_prefix(run, 2).rstrip("/") + ".manifest"))
     assert manifest[1:] == ["part-00001.csv"]
 
     published = publish_attempt(run["store"], run["summary"], result["prediction_prefixes"],
@@ -95,7 +81,8 @@ def test_a_retry_scores_only_the_shards_the_failed_try_left_without_predictions(
     assert rows == [f"{i},{i * 2},{i}" for i in range(1, 31)]  # the union: every row once, in order
 
     again = transform(run, 3)  # e.g. the task was cleared after publishing failed
-    assert again["status"] == "Reused" and again["job_name"] is None and outputs(run, 3) == []
+    assert again["status"] == "Completed" and again["job_name"] == f"{BASE}-r2"  # try 2's job: nothing scored again
+    assert outputs(run, 3) == [] and again["prediction_prefixes"] == result["prediction_prefixes"]
 
 
 def test_a_retry_with_another_model_scores_everything_again(run):
@@ -111,7 +98,7 @@ def test_an_earlier_output_with_the_wrong_count_is_not_reused(run):
     with pytest.raises(AirflowException):
         transform(run, 1)
     first = run["summary"]["shards"][0]
-    path = Path(run["layout"].step_prefix("transform", 1).removeprefix("file://")) / "part-00000.csv.out"
+    path = Path(job_prefix(run, 1).removeprefix("file://")) / "part-00000.csv.out"
     path.unlink()
     path.write_text("1\n" * (first["records"] - 1))  # one prediction short
     run["marker"].touch()

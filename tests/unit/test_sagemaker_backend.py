@@ -16,11 +16,19 @@ from botocore.exceptions import ClientError
 from sagemaker_stack import botocore_report
 
 from airflow_bt.compat import AirflowException, AirflowFailException
+from airflow_bt.hooks.transform_job import TransformJobHook
 from airflow_bt.links.sagemaker import TransformJobLink
 from airflow_bt.operators.transform import BatchTransformOperator
 from airflow_bt.sensors.transform_job import TransformJobSensor
 from airflow_bt.steps.naming import retry_job_name, run_job_name
-from airflow_bt.transform.backends import sagemaker as sm
+from airflow_bt.storage import for_uri
+from airflow_bt.transform import attempts
+from airflow_bt.transform.attempts import JobChoice
+from airflow_bt.transform.backends.sagemaker import SageMakerBackend
+from airflow_bt.transform.billing import billing
+from airflow_bt.transform.fingerprint import versioned_model_name
+from airflow_bt.transform.request import build_model_request
+from airflow_bt.transform.status import JobWaitTimeout, TransformJobStatus
 from airflow_bt.triggers.transform_job import TransformJobTrigger
 
 log = logging.getLogger("test")
@@ -43,7 +51,7 @@ def job(name: str, status: str, *, seconds: float = 90.0, instances: int = 2, **
            "TransformOutput": {"S3OutputPath": f"s3://b/work/run/transform/{name}/", "Accept": "text/csv",
                                "AssembleWith": "Line"},
            "CreationTime": T0, "TransformStartTime": T0}
-    if status not in sm.NON_TERMINAL:
+    if TransformJobStatus(status).terminal:
         out["TransformEndTime"] = T0 + timedelta(seconds=seconds)
     for key, value in extra.items():  # a partial TransformOutput etc. overrides only the fields it names
         out[key] = {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
@@ -94,6 +102,23 @@ class FakeHook:
         self.scripts[TransformJobName] = [job(TransformJobName, "Stopped")]
 
 
+def our_hook(fake: FakeHook) -> TransformJobHook:
+    """Our hook over the fake provider hook (its cached ``sagemaker`` pre-filled)."""
+    hook = TransformJobHook()
+    hook.__dict__["sagemaker"] = fake
+    return hook
+
+
+#: the prediction settings of the jobs ``job()`` describes
+SETTINGS = attempts.prediction_settings(job("x", "InProgress"))
+
+
+def choose(fake: FakeHook, base: str, try_number: int, *, model_name: str = "churn-model") -> JobChoice:
+    backend = SageMakerBackend(our_hook(fake), log)
+    jobs = attempts.describe_run_jobs(backend, base, try_number)
+    return attempts.choose_job(backend, jobs, base, try_number, log, model_name=model_name, settings=SETTINGS)
+
+
 # -- choosing the job of a try ---------------------------------------------------------------------------
 
 
@@ -104,34 +129,34 @@ def test_run_job_names_leave_room_for_retry_suffixes():
 
 
 def test_the_first_try_creates_the_run_job():
-    assert sm.choose_job(FakeHook(), BASE, 1, log) == sm.JobChoice(BASE)
+    assert choose(FakeHook(), BASE, 1) == JobChoice(BASE)
 
 
 @pytest.mark.parametrize("status", ["InProgress", "Stopping", "Completed"])
 def test_a_retry_attaches_to_the_earlier_tries_job(status):
     hook = FakeHook(**{BASE: [job(BASE, status)]})
-    choice = sm.choose_job(hook, BASE, 2, log)
+    choice = choose(hook, BASE, 2)
     assert choice.name == BASE and choice.existing is not None and choice.existing["TransformJobStatus"] == status
 
 
 @pytest.mark.parametrize("status", ["Failed", "Stopped"])
 def test_a_retry_starts_over_after_failed_or_stopped(status):
-    assert sm.choose_job(FakeHook(**{BASE: [job(BASE, status)]}), BASE, 2, log) == sm.JobChoice(f"{BASE}-r2")
+    assert choose(FakeHook(**{BASE: [job(BASE, status)]}), BASE, 2) == JobChoice(f"{BASE}-r2")
 
 
 def test_the_newest_job_of_the_run_decides_and_names_never_collide():
     hook = FakeHook(**{BASE: [job(BASE, "Failed")], f"{BASE}-r2": [job(f"{BASE}-r2", "InProgress")]})
-    assert sm.choose_job(hook, BASE, 3, log).name == f"{BASE}-r2"  # try 3 attaches to try 2's job
+    assert choose(hook, BASE, 3).name == f"{BASE}-r2"  # try 3 attaches to try 2's job
     hook = FakeHook(**{BASE: [job(BASE, "Failed")], f"{BASE}-r2": [job(f"{BASE}-r2", "Stopped")]})
-    assert sm.choose_job(hook, BASE, 3, log) == sm.JobChoice(f"{BASE}-r3")
+    assert choose(hook, BASE, 3) == JobChoice(f"{BASE}-r3")
     hook = FakeHook(**{BASE: [job(BASE, "Failed")], f"{BASE}-r2": [job(f"{BASE}-r2", "Failed")]})
-    assert sm.choose_job(hook, BASE, 2, log) == sm.JobChoice(f"{BASE}-r2-2")  # the same try again
+    assert choose(hook, BASE, 2) == JobChoice(f"{BASE}-r2-2")  # the same try again
 
 
 def test_a_job_of_another_model_is_not_reused():
     hook = FakeHook(**{BASE: [job(BASE, "Completed")]})  # of model churn-model
-    assert sm.choose_job(hook, BASE, 3, log, model_name="churn-model").existing is not None
-    assert sm.choose_job(hook, BASE, 3, log, model_name="churn-model-2") == sm.JobChoice(f"{BASE}-r3")
+    assert choose(hook, BASE, 3, model_name="churn-model").existing is not None
+    assert choose(hook, BASE, 3, model_name="churn-model-2") == JobChoice(f"{BASE}-r3")
 
 
 def test_other_api_errors_are_not_mistaken_for_a_missing_job():
@@ -140,7 +165,7 @@ def test_other_api_errors_are_not_mistaken_for_a_missing_job():
             raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "DescribeTransformJob")
 
     with pytest.raises(ClientError):
-        sm.choose_job(Broken(), BASE, 1, log)
+        choose(Broken(), BASE, 1)
 
 
 # -- models, waiting, stopping, billing ------------------------------------------------------------------
@@ -148,34 +173,34 @@ def test_other_api_errors_are_not_mistaken_for_a_missing_job():
 
 def test_models_are_named_by_their_config_and_created_once():
     request = {"ModelName": "churn-model", "PrimaryContainer": {"Image": "img", "ModelDataUrl": "s3://b/m.tar.gz"}}
-    name = sm.versioned_model_name("churn-model", request)
+    name = versioned_model_name("churn-model", request)
     assert name.startswith("churn-model-") and len(name) == len("churn-model-") + 8
-    assert sm.versioned_model_name("churn-model", {**request, "ModelName": "x"}) == name
+    assert versioned_model_name("churn-model", {**request, "ModelName": "x"}) == name
     changed = {**request, "PrimaryContainer": {"Image": "img", "ModelDataUrl": "s3://b/m2.tar.gz"}}
-    assert sm.versioned_model_name("churn-model", changed) != name
+    assert versioned_model_name("churn-model", changed) != name
     hook = FakeHook()
-    assert sm.ensure_model(hook, {**request, "ModelName": name}, log) == name
-    assert sm.ensure_model(hook, {**request, "ModelName": name}, log) == name
+    assert our_hook(hook).ensure_model({**request, "ModelName": name}, log) == name
+    assert our_hook(hook).ensure_model({**request, "ModelName": name}, log) == name
     assert list(hook.models) == [name]
 
 
 def test_wait_returns_the_terminal_description_and_stopped_is_terminal():
     hook = FakeHook(j=[job("j", "InProgress"), job("j", "Stopping"), job("j", "Stopped")])
     sleeps: list[float] = []
-    described = sm.wait_for_job(hook, "j", check_interval=5, deadline=None, log=log, sleep=sleeps.append)
+    described = our_hook(hook).wait("j", check_interval=5, deadline=None, log=log, sleep=sleeps.append)
     assert described["TransformJobStatus"] == "Stopped" and sleeps == [5, 5]
 
 
 def test_wait_gives_up_at_the_deadline():
     hook = FakeHook(j=[job("j", "InProgress")])
-    with pytest.raises(sm.JobWaitTimeout, match="still InProgress"):
-        sm.wait_for_job(hook, "j", check_interval=5, deadline=time.time() + 0.05, log=log, sleep=time.sleep)
+    with pytest.raises(JobWaitTimeout, match="still InProgress"):
+        our_hook(hook).wait("j", check_interval=5, deadline=time.time() + 0.05, log=log, sleep=time.sleep)
 
 
 def test_billing_counts_instance_seconds_and_cost():
-    bill = sm.billing(job("j", "Completed", seconds=90, instances=2), 0.23)
-    assert bill["billable_instance_seconds"] == 180.0 and bill["cost"] == pytest.approx(180 / 3600 * 0.23)
-    assert "cost" not in sm.billing(job("j", "Completed"), None)
+    bill = billing(job("j", "Completed", seconds=90, instances=2), 0.23)
+    assert bill.billable_instance_seconds == 180.0 and bill.cost == pytest.approx(180 / 3600 * 0.23)
+    assert billing(job("j", "Completed"), None).cost is None
 
 
 # -- the operator's sagemaker path -----------------------------------------------------------------------
@@ -209,7 +234,7 @@ def operator(shards: dict[str, Any], hook: FakeHook, **kwargs: Any) -> BatchTran
                                 check_interval="0.01", price_per_instance_hour="0.23", deferrable=False)
     args.update(kwargs)
     op = BatchTransformOperator(**args)
-    op.__dict__["sagemaker_hook"] = hook  # the cached property, pre-filled
+    op.__dict__["transform_hook"] = our_hook(hook)  # the cached property, pre-filled
     return op
 
 
@@ -290,18 +315,15 @@ def test_on_kill_stops_the_running_job_once(shards):
         op.on_kill()
         time.sleep(seconds)
 
-    op.__dict__["sagemaker_hook"] = hook
-    sm_wait = sm.wait_for_job
+    ours = op.transform_hook
+    hook_wait = ours.wait
 
     def wait(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        return sm_wait(*args, **{**kwargs, "sleep": kill_while_waiting})
+        return hook_wait(*args, **{**kwargs, "sleep": kill_while_waiting})
 
-    sm.wait_for_job = wait  # type: ignore[assignment]
-    try:
-        with pytest.raises(AirflowException, match="ended Stopped"):
-            op.execute(context(2))
-    finally:
-        sm.wait_for_job = sm_wait  # type: ignore[assignment]
+    ours.wait = wait  # type: ignore[method-assign]
+    with pytest.raises(AirflowException, match="ended Stopped"):
+        op.execute(context(2))
     assert hook.stopped == [BASE]
     op.on_kill()
     assert hook.stopped == [BASE]
@@ -351,7 +373,7 @@ def test_bad_numbers_fail_before_anything_runs(shards):
 
 
 def first_event(trigger: TransformJobTrigger, hook: FakeHook) -> dict[str, Any]:
-    trigger._hook = lambda: hook  # type: ignore[method-assign]
+    trigger._hook = lambda: our_hook(hook)  # type: ignore[method-assign]
 
     async def run() -> Any:
         events: Iterator[Any] = trigger.run()  # type: ignore[assignment]
@@ -381,7 +403,8 @@ def test_the_triggers_budget_is_the_deadline():
 
 def test_the_sensor_fails_on_stopped():
     sensor = TransformJobSensor(task_id="sense", job_name="j")
-    sensor.__dict__["hook"] = FakeHook(j=[job("j", "InProgress"), job("j", "Completed"), job("j", "Stopped")])
+    fake = FakeHook(j=[job("j", "InProgress"), job("j", "Completed"), job("j", "Stopped")])
+    sensor.__dict__["transform_hook"] = our_hook(fake)
     assert sensor.poke({}) is False
     assert sensor.poke({}) is True
     assert sensor._summary == {"job_name": "j", "job_arn": "arn:aws:sagemaker:us-east-1:1:transform-job/j",
@@ -465,8 +488,10 @@ def test_a_model_artifact_replaced_at_the_same_url_is_another_model_on_sagemaker
     artifact = tmp_path / "model.tar.gz"
     artifact.write_bytes(b"model v1")
     probe = operator({}, FakeHook(), model_data_url=artifact.as_uri(), create_model=True)
-    request = probe._model_request()
-    old_name = sm.versioned_model_name("churn-model", request, probe._artifact_etag(request))
+    request = build_model_request(model_name="churn-model", model_data_url=artifact.as_uri(), image=probe.image,
+                                  environment={}, execution_role_arn=None)
+    etag = str(for_uri(artifact.as_uri()).stat(artifact.as_uri()).etag)
+    old_name = versioned_model_name("churn-model", request, etag)
     shards, hook, failed_out = _failed_run_with_one_finished_shard(tmp_path, ModelName=old_name)
     artifact.unlink()
     artifact.write_bytes(b"model v2, retrained")  # a new upload at the same URL
