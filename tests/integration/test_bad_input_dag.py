@@ -82,7 +82,7 @@ def test_ragged_row_fails_the_shard_task_and_nothing_runs_after_it(airflow_home,
     assert (f"customers-0002.csv line 7 (byte offset {offset}): 11 field(s), but the header has 12; "
             "fix the input upstream, or set `shard.on_bad_record: quarantine`") in log
     assert not (data / "output").exists()
-    assert not list((data / "work").rglob("transform-*")), "the transform ran after a failed shard step"
+    assert not list((data / "work").rglob("transform")), "the transform ran after a failed shard step"
 
 
 def test_quarantine_publishes_the_good_rows_and_lists_the_bad_ones(airflow_home, demo_root, tmp_path):

@@ -41,7 +41,7 @@ def test_one_bad_shard_of_three(airflow_home, demo_root, tmp_path: Path) -> None
     assert proc.returncode != 0
 
     shards = sorted(p.name for p in (data / "work").rglob("shard-*/part-*.csv"))
-    outs = sorted(p.name for p in (data / "work").rglob("transform-*/*.out"))
+    outs = sorted(p.name for p in (data / "work").rglob("transform/*/*.out"))
     assert len(shards) == 3, shards
     assert outs == [f"{shards[0]}.out", f"{shards[1]}.out"]  # the two good shards completed
 
