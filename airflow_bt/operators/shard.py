@@ -33,7 +33,7 @@ class ShardInputOperator(BatchStepOperator):
         (every line parsed); see :mod:`airflow_bt.steps.input_checks`.
     :param on_bad_record: ``fail`` (the first bad record fails the task, naming object, line and problem)
         or ``quarantine`` (bad records go with their reasons to ``shard-<try>.errors.jsonl``, which the
-        publish step copies to the attempt's ``errors/``; the good ones are scored).
+        publish step copies to the attempt's ``_errors/``; the good ones are scored).
     :param max_bad_records: with ``quarantine``, more bad records than this fail the task.
     :param aws_conn_id: the AWS connection for ``s3://`` URIs.
     """

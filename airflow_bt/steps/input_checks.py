@@ -45,7 +45,7 @@ from typing import Any
 
 BOM = codecs.BOM_UTF8
 FIX_HINT = ("fix the input upstream, or set `shard.on_bad_record: quarantine` in the DAG config to set bad "
-            "records aside under the attempt's errors/ and score the rest")
+            "records aside under the attempt's _errors/ and score the rest")
 VALIDATION_MODES = ("standard", "fast", "strict")
 BAD_RECORD_MODES = ("fail", "quarantine")
 

@@ -9,6 +9,10 @@ from airflow_bt.storage.uris import as_prefix, join_uri
 LATEST_NAME = "_LATEST.json"
 MANIFEST_NAME = "_manifest.json"
 SUCCESS_NAME = "_SUCCESS"
+#: The attempt's rejected records (``bad-input.jsonl``, ``model-rejected.jsonl``). ``_``-prefixed like the
+#: other metadata, so an engine pointed at the attempt (Athena, Spark, DuckDB, pyarrow datasets skip
+#: ``_`` and ``.`` names) reads the predictions and nothing else.
+ERRORS_NAME = "_errors"
 
 
 @dataclass(frozen=True)

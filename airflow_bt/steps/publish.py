@@ -22,9 +22,9 @@ import pendulum
 from airflow_bt.faults import failpoint
 from airflow_bt.logs import LogLike
 from airflow_bt.steps.input_checks import csv_fields
-from airflow_bt.steps.layout import LATEST_NAME, MANIFEST_NAME, SUCCESS_NAME
+from airflow_bt.steps.layout import ERRORS_NAME, LATEST_NAME, MANIFEST_NAME, SUCCESS_NAME
 from airflow_bt.steps.pointer import completed_at, move_latest_forward
-from airflow_bt.steps.predictions import ERRORS_FOLDER, count_lines, locate, prediction_uri, read_rejected
+from airflow_bt.steps.predictions import count_lines, locate, prediction_uri, read_rejected
 from airflow_bt.storage.base import ObjectNotFoundError, Storage
 from airflow_bt.storage.uris import join_uri
 
@@ -211,10 +211,10 @@ def _origin(summary: dict[str, Any], shard_key: str) -> Callable[[int], str]:
 
 def _publish_errors(store: Storage, summary: dict[str, Any], found: dict[str, ShardPredictions],
                     attempt_prefix: str) -> dict[str, Any]:
-    """Copy the quarantined input records and the model-rejected ones into the attempt's ``errors/``."""
+    """Copy the quarantined input records and the model-rejected ones into the attempt's ``_errors/``."""
     errors: dict[str, Any] = {}
     if summary.get("errors_uri"):
-        uri = join_uri(attempt_prefix, ERRORS_FOLDER, "bad-input.jsonl")
+        uri = join_uri(attempt_prefix, ERRORS_NAME, "bad-input.jsonl")
         with store.open_read(summary["errors_uri"]) as src, store.open_write(uri) as dst:
             while block := src.read(4 * 1024 * 1024):
                 dst.write(block)
@@ -224,7 +224,7 @@ def _publish_errors(store: Storage, summary: dict[str, Any], found: dict[str, Sh
         for key, shard in found.items() for record in shard.rejected
     ]
     if rejected:
-        uri = join_uri(attempt_prefix, ERRORS_FOLDER, "model-rejected.jsonl")
+        uri = join_uri(attempt_prefix, ERRORS_NAME, "model-rejected.jsonl")
         store.put_bytes(uri, b"".join(json.dumps(r).encode() + b"\n" for r in rejected))
         errors["model_rejected"] = uri
     return errors
@@ -245,8 +245,8 @@ def publish_attempt(
 
     ``predictions`` is the transform's output prefix (or the prefixes of a partial retry, see
     :func:`reconcile`). Records the shard step quarantined and records the model rejected
-    (dead-letter) are not published as rows: they are copied to ``errors/bad-input.jsonl`` and
-    ``errors/model-rejected.jsonl`` of the attempt and counted in the manifest. Returns the
+    (dead-letter) are not published as rows: they are copied to ``_errors/bad-input.jsonl`` and
+    ``_errors/model-rejected.jsonl`` of the attempt and counted in the manifest. Returns the
     manifest that was published (and that ``_LATEST.json`` now points to).
     """
     logger = logger or log

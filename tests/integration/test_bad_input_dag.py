@@ -3,7 +3,7 @@
 - a ragged row fails the shard task naming the file, line and setting; nothing is published and
   no transform job runs;
 - with ``shard.on_bad_record: quarantine`` the good rows are published and the bad ones land in
-  the attempt's ``errors/bad-input.jsonl``;
+  the attempt's ``_errors/bad-input.jsonl``;
 - an empty-but-present partition publishes an empty result without starting a job;
 - values of sensitive-named Variables used in the job's environments appear in no XCom, no
   rendered field and no file the run writes. (Task-log masking is pinned by

@@ -232,3 +232,20 @@ def test_a_json_line_that_is_not_an_object_fails_naming_the_record(tmp_path):
         publish_attempt(store, summary, join_uri(base, "w/t/"), join_uri(base, "o/a/"),
                         join_uri(base, "o/_LATEST.json"), prediction_columns=["p"])
     assert not (tmp_path / "o" / "a" / "_SUCCESS").exists()
+
+
+def test_an_engine_pointed_at_the_attempt_reads_the_rows_and_nothing_else(tmp_path):
+    """Athena, Spark, DuckDB and pyarrow read every object under a prefix but ``_``/``.`` names: the attempt's
+    metadata and rejected records live under such names (``_errors/``, ``_manifest.json``, ``_SUCCESS``)."""
+    pads = pytest.importorskip("pyarrow.dataset")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("id,x\n1,1\n2\n3,3\n4,4\n")  # line 3 is bad: quarantined
+    base = tmp_path.as_uri()
+    store = for_uri(base)
+    summary = shard_partition(store, f"{base}/in/", f"{base}/w/shard-1/", f"{base}/w/m", f"{base}/w/s.json",
+                              on_bad_record="quarantine", errors_uri=f"{base}/w/shard-1.errors.jsonl")
+    manifest = publish(store, base, summary, write_predictions(store, base, summary, lambda r: "0.5"))
+    table = pads.dataset(str(tmp_path / "out/dt=1/run-a-1"), format="csv").to_table()
+    assert table.column_names == ["id", "x", "p"]
+    assert table.to_pylist() == [{"id": 1, "x": 1, "p": 0.5}, {"id": 3, "x": 3, "p": 0.5}, {"id": 4, "x": 4, "p": 0.5}]
+    assert manifest["errors"]["bad_input"].startswith(manifest["attempt_prefix"] + "_errors/")
