@@ -78,6 +78,15 @@ SCHEMA: dict[str, Any] = {
         "environment": Field(dict, default={}),
         "dead_letter": Field(bool, default=False),
         "dead_letter_max_records": Field(int, default=100, minimum=0),
+        # the rest of CreateTransformJob / CreateModel (both backends carry them; README, config reference)
+        "input_filter": Field(str, default=None),
+        "output_filter": Field(str, default=None),
+        "model_client_config": Field(dict, default=None),
+        "tags": Field(dict, default={}),
+        "kms_key_id": Field(str, default=None),
+        "volume_kms_key_id": Field(str, default=None),
+        "vpc_config": Field(dict, default=None),
+        "enable_network_isolation": Field(bool, default=False),
         # backend sagemaker: model creation, waiting, cost
         "create_model": Field(bool, default=True),
         "execution_role_arn": Field(str, default=None),

@@ -57,6 +57,11 @@ def output_asset(config: dict[str, Any], default_root: str) -> Asset:
     return Asset(f"{resolve_root(config, default_root)}/output/{config['model']}")
 
 
+#: The transform settings passed to the operator as they are (its parameters of the same names).
+REQUEST_SETTINGS = ("input_filter", "output_filter", "model_client_config", "tags", "kms_key_id", "volume_kms_key_id",
+                    "vpc_config", "enable_network_isolation")
+
+
 def build_dag(config: dict[str, Any], *, default_root: str) -> DAG:
     """The scoring DAG described by a validated config (see :func:`load_config`)."""
     model = config["model"]
@@ -136,6 +141,7 @@ def build_dag(config: dict[str, Any], *, default_root: str) -> DAG:
         check_interval=tf["check_interval_seconds"],
         max_ingestion_time=tf["timeout_minutes"] * 60 if tf["timeout_minutes"] else None,
         price_per_instance_hour=tf["price_per_instance_hour"],
+        **{key: tf[key] for key in REQUEST_SETTINGS},
         **({"deferrable": tf["deferrable"]} if tf["deferrable"] is not None else {}),
         **common,
     )

@@ -39,10 +39,9 @@ class BatchTransformOperator(AwsTransformJobParams, BatchStepOperator):
       job to a :class:`~airflow_bt.sensors.transform_job.TransformJobSensor`; a local job lives in the
       task's process, so the task waits for it.
 
-    The instance count is capped at the number of shards left (one shard never spans instances). The
-    return value is a :class:`~airflow_bt.operators.results.TransformResult` (XCom: a small dict): job
-    name, status, output URI, ``prediction_prefixes`` (where publish finds each shard's predictions),
-    records, start and end, billable instance-seconds and, given ``price_per_instance_hour``, the cost.
+    The instance count is capped at the shards left (one shard never spans instances). Returns a
+    :class:`~airflow_bt.operators.results.TransformResult` (XCom: a small dict; ``prediction_prefixes``
+    tells publish where each shard's predictions are; billable instance-seconds and cost).
 
     :param shards: the shard task's return value (``shard_task.output``).
     :param model_name: the SageMaker model name (with ``create_model``: the stem of the created model's name).
@@ -78,6 +77,14 @@ class BatchTransformOperator(AwsTransformJobParams, BatchStepOperator):
     :param dead_letter: (backend local) bisect a failed mini-batch to find the records the model rejects,
         write them with the model's message to ``errors/<shard>.jsonl`` beside the predictions, score the rest.
     :param dead_letter_max_records: more rejected records than this fail the job.
+    :param input_filter: ``DataProcessing.InputFilter`` (JSONPath): the part of each record the model sees,
+        e.g. ``$[1:]`` to keep an ID column from it; publish still joins the full input row.
+    :param output_filter: ``DataProcessing.OutputFilter`` (JSONPath): the part of each prediction kept.
+    :param model_client_config: ``{invocations_timeout_seconds, max_retries}`` per request (``ModelClientConfig``).
+    :param tags: cost-allocation tags of the job and of the created model.
+    :param kms_key_id: the KMS key that encrypts the job's output; ``volume_kms_key_id``: its instances' volumes.
+    :param vpc_config: ``{security_group_ids, subnets}`` of the created model (``VpcConfig``).
+    :param enable_network_isolation: the created model's container gets no network access.
     """
 
     template_fields: Sequence[str] = (
@@ -85,7 +92,8 @@ class BatchTransformOperator(AwsTransformJobParams, BatchStepOperator):
         "instance_count", "batch_strategy", "max_payload_mb", "max_concurrent_transforms", "content_type",
         "accept", "assemble_with", "environment", "job_name_prefix", *AwsTransformJobParams.aws_template_fields,
         "check_interval", "max_ingestion_time", "create_model", "model_config", "execution_role_arn",
-        "price_per_instance_hour", "dead_letter", "dead_letter_max_records",
+        "price_per_instance_hour", "dead_letter", "dead_letter_max_records", "input_filter", "output_filter",
+        "model_client_config", "tags", "kms_key_id", "volume_kms_key_id", "vpc_config", "enable_network_isolation",
     )
     template_fields_renderers = {"environment": "json", "model_environment": "json", "model_config": "json"}
     ui_color = "#fdf2e8"
@@ -104,7 +112,10 @@ class BatchTransformOperator(AwsTransformJobParams, BatchStepOperator):
         check_interval: int | float | str = 30, max_ingestion_time: int | float | str | None = None,
         create_model: bool | str = False, model_config: dict[str, Any] | None = None,
         execution_role_arn: str | None = None, price_per_instance_hour: float | str | None = None,
-        dead_letter: bool | str = False, dead_letter_max_records: int | str = 100, **kwargs: Any,
+        dead_letter: bool | str = False, dead_letter_max_records: int | str = 100, input_filter: str | None = None,
+        output_filter: str | None = None, model_client_config: dict[str, Any] | None = None,
+        tags: dict[str, str] | None = None, kms_key_id: str | None = None, volume_kms_key_id: str | None = None,
+        vpc_config: dict[str, Any] | None = None, enable_network_isolation: bool | str = False, **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.set_aws_params(self.aws_conn_id, region_name, verify, botocore_config)
@@ -120,6 +131,10 @@ class BatchTransformOperator(AwsTransformJobParams, BatchStepOperator):
         self.create_model, self.model_config, self.execution_role_arn = create_model, model_config, execution_role_arn
         self.price_per_instance_hour = price_per_instance_hour
         self.dead_letter, self.dead_letter_max_records = dead_letter, dead_letter_max_records
+        self.input_filter, self.output_filter = input_filter, output_filter
+        self.model_client_config = model_client_config
+        self.tags, self.kms_key_id, self.volume_kms_key_id = tags or {}, kms_key_id, volume_kms_key_id
+        self.vpc_config, self.enable_network_isolation = vpc_config, enable_network_isolation
         self._try: TransformTry | None = None
         self._job_name: str | None = None
         self._job_done = False

@@ -32,7 +32,7 @@ from airflow_bt.transform.attempts import (
 )
 from airflow_bt.transform.backends.base import TransformBackend
 from airflow_bt.transform.fingerprint import versioned_model_name
-from airflow_bt.transform.request import build_model_request, build_transform_request
+from airflow_bt.transform.request import build_model_request, build_transform_request, model_client_config
 
 
 def _local_backend(op: Any, layout: RunLayout) -> TransformBackend:
@@ -98,9 +98,7 @@ class TransformTry:
             timeout = op.execution_timeout.total_seconds()
         model_name, model_request = str(op.model_name), None
         if backend.needs_model_request or as_bool("create_model", op.create_model):
-            model_request = dict(op.model_config) if op.model_config else build_model_request(
-                model_name=op.model_name, model_data_url=op.model_data_url, image=op.image,
-                environment=op.model_environment, execution_role_arn=op.execution_role_arn or None)
+            model_request = _model_request(op)
             model_name = model_request["ModelName"] = versioned_model_name(
                 str(model_request["ModelName"]), model_request, _artifact_etag(op, model_request))
         run = cls(op=op, backend=backend, shards=shards, summary=summary, layout=layout,
@@ -134,7 +132,9 @@ class TransformTry:
                 output_uri=output_uri, content_type=op.content_type or self.summary["content_type"],
                 accept=op.accept, assemble_with=op.assemble_with, instance_type=op.instance_type,
                 instance_count=instance_count, batch_strategy=op.batch_strategy, max_payload_mb=op.max_payload_mb,
-                max_concurrent_transforms=op.max_concurrent_transforms, environment=op.environment)
+                max_concurrent_transforms=op.max_concurrent_transforms, environment=op.environment,
+                data_processing=_data_processing(op), model_client_config=model_client_config(op.model_client_config),
+                tags=op.tags, output_kms_key_id=op.kms_key_id or None, volume_kms_key_id=op.volume_kms_key_id or None)
         except ValueError as exc:
             raise AirflowFailException(str(exc)) from exc
 
@@ -194,8 +194,8 @@ class TransformTry:
         """How many shards the job left to earlier jobs: those not in its input manifest (a partial retry's)."""
         source = (((description.get("TransformInput") or {}).get("DataSource") or {}).get("S3DataSource")
                   or {}).get("S3Uri")
-        if not source or source == self.summary["manifest_uri"]:
-            return 0
+        if not source or source == self.summary["manifest_uri"] or not source.startswith(self.layout.run_prefix):
+            return 0  # the whole manifest, or not a manifest this run wrote
         scored = _manifest_entries(self.op.hook.storage(source), source)
         return self.reused_shards if scored is None else max(0, self.shard_count - scored)
 
@@ -241,6 +241,27 @@ class TransformTry:
             started_at=bill.started_at, ended_at=bill.ended_at,
             billable_instance_seconds=bill.billable_instance_seconds,
             price_per_instance_hour=bill.price_per_instance_hour, cost=bill.cost)
+
+
+def _model_request(op: Any) -> dict[str, Any]:
+    """The ``CreateModel`` request: ``model_config`` as given, else built from the operator's model settings."""
+    if op.model_config:
+        return dict(op.model_config)
+    try:
+        return build_model_request(
+            model_name=op.model_name, model_data_url=op.model_data_url, image=op.image,
+            environment=op.model_environment, execution_role_arn=op.execution_role_arn or None, tags=op.tags,
+            vpc=op.vpc_config, enable_network_isolation=as_bool("enable_network_isolation",
+                                                                 op.enable_network_isolation))
+    except ValueError as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
+def _data_processing(op: Any) -> dict[str, str] | None:
+    """``DataProcessing`` from ``input_filter``/``output_filter`` (publish joins the input itself: no JoinSource)."""
+    processing = {key: str(value) for key, value in (("InputFilter", op.input_filter),
+                                                     ("OutputFilter", op.output_filter)) if value}
+    return processing or None
 
 
 def _manifest_entries(store: Any, uri: str) -> int | None:

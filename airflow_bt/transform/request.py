@@ -36,6 +36,8 @@ def build_transform_request(
     data_processing: dict[str, str] | None = None,
     model_client_config: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
+    output_kms_key_id: str | None = None,
+    volume_kms_key_id: str | None = None,
 ) -> dict[str, Any]:
     """A ``CreateTransformJob`` request; unset optional knobs are left out, as the API expects."""
     request: dict[str, Any] = {
@@ -58,6 +60,10 @@ def build_transform_request(
             "InstanceCount": _int("instance_count", instance_count),
         },
     }
+    if output_kms_key_id:
+        request["TransformOutput"]["KmsKeyId"] = output_kms_key_id
+    if volume_kms_key_id:
+        request["TransformResources"]["VolumeKmsKeyId"] = volume_kms_key_id
     if batch_strategy:
         request["BatchStrategy"] = batch_strategy
     if max_payload_mb not in (None, ""):
@@ -71,8 +77,35 @@ def build_transform_request(
     if model_client_config:
         request["ModelClientConfig"] = {k: _int(k, v) for k, v in model_client_config.items()}
     if tags:
-        request["Tags"] = [{"Key": k, "Value": str(v)} for k, v in tags.items()]
+        request["Tags"] = as_tags(tags)
     return request
+
+
+def as_tags(tags: dict[str, Any]) -> list[dict[str, str]]:
+    """``{"team": "risk"}`` as the API's ``[{"Key": "team", "Value": "risk"}]``."""
+    return [{"Key": str(k), "Value": str(v)} for k, v in tags.items()]
+
+
+def model_client_config(settings: dict[str, Any] | None) -> dict[str, int] | None:
+    """``{invocations_timeout_seconds, max_retries}`` as the API's ``ModelClientConfig``."""
+    if not settings:
+        return None
+    names = {"invocations_timeout_seconds": "InvocationsTimeoutInSeconds", "max_retries": "InvocationsMaxRetries"}
+    unknown = sorted(set(settings) - set(names))
+    if unknown:
+        raise ValueError(f"model_client_config: unknown setting(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(names)}")
+    return {names[k]: _int(f"model_client_config.{k}", v) for k, v in settings.items()}
+
+
+def vpc_config(settings: dict[str, Any] | None) -> dict[str, list[str]] | None:
+    """``{security_group_ids, subnets}`` as the API's ``VpcConfig``."""
+    if not settings:
+        return None
+    names = {"security_group_ids": "SecurityGroupIds", "subnets": "Subnets"}
+    if set(settings) != set(names):
+        raise ValueError(f"vpc_config needs exactly security_group_ids and subnets, got {sorted(settings)}")
+    return {names[k]: [str(x) for x in v] for k, v in settings.items()}
 
 
 def build_model_request(
@@ -82,6 +115,9 @@ def build_model_request(
     image: str,
     environment: dict[str, str] | None = None,
     execution_role_arn: str | None = None,
+    tags: dict[str, str] | None = None,
+    vpc: dict[str, Any] | None = None,
+    enable_network_isolation: bool = False,
 ) -> dict[str, Any]:
     """A ``CreateModel`` request for a single-container model."""
     container: dict[str, Any] = {"Image": image}
@@ -92,4 +128,10 @@ def build_model_request(
     request: dict[str, Any] = {"ModelName": model_name, "PrimaryContainer": container}
     if execution_role_arn:
         request["ExecutionRoleArn"] = execution_role_arn
+    if vpc:
+        request["VpcConfig"] = vpc_config(vpc)
+    if enable_network_isolation:
+        request["EnableNetworkIsolation"] = True
+    if tags:
+        request["Tags"] = as_tags(tags)
     return request

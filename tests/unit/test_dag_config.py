@@ -51,3 +51,19 @@ def test_defaults_fill_in(tmp_path):
 def test_errors_name_file_line_and_setting(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, text))
+
+
+def test_the_request_settings_reach_the_transform_task(tmp_path):
+    from airflow_bt.dag_factory.factory import build_dag
+
+    text = GOOD + ("  input_filter: '$[1:]'\n  output_filter: '$[0]'\n  model_client_config: {max_retries: 1}\n"
+                   "  tags: {team: risk}\n  kms_key_id: k1\n  volume_kms_key_id: k2\n"
+                   "  vpc_config: {security_group_ids: [sg-1], subnets: [s-1]}\n  enable_network_isolation: true\n")
+    dag = build_dag(load_config(write(tmp_path, text)), default_root=tmp_path.as_uri())
+    task = dag.get_task("transform")
+    assert (task.input_filter, task.output_filter, task.model_client_config, task.tags) == (
+        "$[1:]", "$[0]", {"max_retries": 1}, {"team": "risk"})
+    assert (task.kms_key_id, task.volume_kms_key_id, task.enable_network_isolation) == ("k1", "k2", True)
+    assert task.vpc_config == {"security_group_ids": ["sg-1"], "subnets": ["s-1"]}
+    with pytest.raises(ConfigError, match=r"setting `transform.enable_network_isolation`: expected bool"):
+        load_config(write(tmp_path, GOOD + "  enable_network_isolation: maybe\n"))

@@ -265,6 +265,44 @@ def test_a_new_job_gets_its_model_and_a_botocore_valid_request_from_rendered_str
     assert result["cost"] == pytest.approx(60 / 3600 * 0.23, abs=1e-6)
 
 
+#: an artifact URL that is stat'ed without a network (none there: the request alone is the model's identity)
+LOCAL_ARTIFACT = "file:///nonexistent/models/churn/model.tar.gz"
+
+
+def test_every_request_setting_reaches_the_job_and_the_model_and_botocore_accepts_them(shards):
+    """FakeHook checks each CreateTransformJob/CreateModel with botocore's own parameter validation."""
+    hook = FakeHook()
+    operator(shards, hook, create_model=True, model_data_url=LOCAL_ARTIFACT, input_filter="$[1:]", output_filter="$[0]",
+             model_client_config={"invocations_timeout_seconds": "600", "max_retries": 1},
+             tags={"team": "risk", "cost-center": 42}, kms_key_id="arn:aws:kms:us-east-1:1:key/out",
+             volume_kms_key_id="arn:aws:kms:us-east-1:1:key/vol",
+             vpc_config={"security_group_ids": ["sg-1"], "subnets": ["subnet-1", "subnet-2"]},
+             enable_network_isolation="true").execute(context(1))
+    (request,) = hook.created
+    (model,) = hook.models.values()
+    assert request["DataProcessing"] == {"InputFilter": "$[1:]", "OutputFilter": "$[0]"}
+    assert request["ModelClientConfig"] == {"InvocationsTimeoutInSeconds": 600, "InvocationsMaxRetries": 1}
+    tags = [{"Key": "team", "Value": "risk"}, {"Key": "cost-center", "Value": "42"}]
+    assert request["Tags"] == tags and model["Tags"] == tags
+    assert request["TransformOutput"]["KmsKeyId"] == "arn:aws:kms:us-east-1:1:key/out"
+    assert request["TransformResources"]["VolumeKmsKeyId"] == "arn:aws:kms:us-east-1:1:key/vol"
+    assert model["VpcConfig"] == {"SecurityGroupIds": ["sg-1"], "Subnets": ["subnet-1", "subnet-2"]}
+    assert model["EnableNetworkIsolation"] is True
+
+
+@pytest.mark.parametrize(("setting", "match"), [
+    ({"model_client_config": {"timeout": 5}}, "model_client_config: unknown setting"),
+    ({"model_client_config": {"max_retries": 7}}, "InvocationsMaxRetries"),
+    ({"input_filter": "$[1:"}, "InputFilter"),
+    ({"vpc_config": {"subnets": ["s"]}}, "vpc_config needs exactly security_group_ids and subnets"),
+])
+def test_a_bad_request_setting_fails_before_anything_is_created(shards, setting, match):
+    hook = FakeHook()
+    with pytest.raises(AirflowFailException, match=match):
+        operator(shards, hook, create_model=True, model_data_url=LOCAL_ARTIFACT, **setting).execute(context(1))
+    assert hook.created == [] and hook.models == {}
+
+
 def test_stopped_and_failed_jobs_fail_the_task_with_their_reason(shards):
     hook = FakeHook(**{BASE: [job(BASE, "InProgress"), job(BASE, "Stopped")]})
     with pytest.raises(AirflowException, match=f"{BASE} ended Stopped"):
