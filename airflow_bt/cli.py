@@ -112,8 +112,8 @@ examples:
 
 
 def _cmd_local_sagemaker(args: argparse.Namespace) -> int:
-    from airflow_bt.service.api import masked_environment
     from airflow_bt.service.server import serve
+    from airflow_bt.transform.secrets import masked_environment
 
     masked_environment({"API_TOKEN": "warm-up"})  # imports Airflow, which sets up logging to stdout: ours wins
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,

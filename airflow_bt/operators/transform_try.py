@@ -36,8 +36,8 @@ from airflow_bt.transform.request import build_model_request, build_transform_re
 
 
 def _local_backend(op: Any, layout: RunLayout) -> TransformBackend:
-    from airflow_bt.transform.attempts import masked_secrets
     from airflow_bt.transform.backends.local_jobs import LocalBackend
+    from airflow_bt.transform.secrets import masked_secrets
 
     return LocalBackend(op.hook.storage(layout.run_prefix), join_uri(layout.run_prefix, "transform"),
                         aws_conn_id=op.aws_conn_id, log=op.log, mask=masked_secrets,

@@ -36,12 +36,12 @@ from typing import Any
 from airflow_bt.service.errors import ServiceError, resource_in_use, resource_not_found, validation
 from airflow_bt.service.runner import JobRunner
 from airflow_bt.transform.runtime.policy import EnginePolicy
+from airflow_bt.transform.secrets import masked_environment
 from airflow_bt.transform.spec import TransformSpecError, validate_model_request, validate_transform_request
 from airflow_bt.transform.status import TransformJobStatus
 
 _log = logging.getLogger(__name__)
 STATUSES = tuple(status.value for status in TransformJobStatus)
-MASKED = "***"
 FILE_URIS_OPT_IN = "start the service with --allow-file-uris to accept file:// URIs"
 SERVE_COMMANDS_OPT_IN = ("start the service with --allow-serve-commands to let models name a command; it runs "
                          "as the service's user")
@@ -56,16 +56,6 @@ _TRANSFORM_COPY = ("ModelName", "MaxConcurrentTransforms", "ModelClientConfig", 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def masked_environment(environment: Any) -> Any:
-    """A copy of an ``Environment`` mapping with the values of secret-named variables replaced by ``***``."""
-    if not isinstance(environment, dict):
-        return copy.deepcopy(environment)
-    from airflow_bt.compat import is_sensitive_name  # Airflow's rule, as the task logs apply it
-
-    return {name: MASKED if isinstance(value, str) and value and is_sensitive_name(name) else copy.deepcopy(value)
-            for name, value in environment.items()}
 
 
 def service_policy(*, allow_file_uris: bool = False, allow_serve_commands: bool = False,

@@ -24,8 +24,9 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from airflow_bt.service.api import SageMakerApi, masked_environment
+from airflow_bt.service.api import SageMakerApi
 from airflow_bt.service.errors import ServiceError
+from airflow_bt.transform.secrets import masked_environment
 
 _log = logging.getLogger("airflow_bt.service")
 CONTENT_TYPE = "application/x-amz-json-1.1"

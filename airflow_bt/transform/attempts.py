@@ -14,7 +14,6 @@ to start over (:func:`~airflow_bt.steps.naming.run_job_name`), on every backend.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,24 +23,8 @@ from airflow_bt.storage.base import Storage
 from airflow_bt.storage.uris import as_prefix
 from airflow_bt.transform.backends.base import TransformBackend
 from airflow_bt.transform.fingerprint import job_settings
+from airflow_bt.transform.secrets import masked_secrets
 from airflow_bt.transform.status import TransformJobStatus
-
-MASKED = "***"
-
-
-def masked_secrets(job: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a request or description whose secret-named ``Environment`` values read ``***``.
-
-    ``DescribeTransformJob`` of ``airflow-bt local-sagemaker`` and the local backend's records show
-    them so; masking both sides the same way lets a request be compared with a description.
-    """
-    from airflow_bt.compat import is_sensitive_name
-
-    out = copy.deepcopy(job)
-    environment = out.get("Environment")
-    if isinstance(environment, dict):
-        out["Environment"] = {k: (MASKED if v and is_sensitive_name(k) else v) for k, v in environment.items()}
-    return out
 
 
 def prediction_settings(job: dict[str, Any]) -> dict[str, Any]:

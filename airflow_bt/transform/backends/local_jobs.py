@@ -108,7 +108,7 @@ class LocalBackend(TransformBackend):
             raise ValueError(f"model {request['ModelName']} was not created: call ensure_model first")
         described = {k: request[k] for k in _DESCRIBED if request.get(k) is not None}
         record = {"TransformJobName": name, "TransformJobStatus": "InProgress", "CreationTime": _now(),
-                  **self.mask(copy.deepcopy(described))}
+                  **self.mask(described)}
         try:
             self._write(self._record_uri(name, "job"), record)
         except ObjectExistsError:
