@@ -51,7 +51,9 @@ SCHEMA: dict[str, Any] = {
         "output": Field(str, default="{{ params.root_uri }}/output/{model}/dt={{ ds }}/"),
     },
     "input": {
-        "format": Field(str, default="auto", choices=("auto", "csv", "jsonl")),
+        "format": Field(str, default="auto", choices=("auto", "csv", "jsonl", "parquet")),
+        # Parquet input: the columns sent to the model, in order (default all); every column is published
+        "columns": Field(list, default=None),
         "wait_for_success_marker": Field(bool, default=False),
         "poke_interval_seconds": Field(int, default=60, minimum=1),
         "timeout_minutes": Field((int, float), default=360, minimum=0),
@@ -62,6 +64,8 @@ SCHEMA: dict[str, Any] = {
         "validation": Field(str, default="standard", choices=("standard", "fast", "strict")),
         "on_bad_record": Field(str, default="fail", choices=("fail", "quarantine")),
         "max_bad_records": Field(int, default=1000, minimum=0),
+        # Parquet input: the shards' content type for the container (text input is sharded as it is)
+        "format": Field(str, default=None, choices=("csv", "jsonl")),
     },
     "transform": {
         "backend": Field(str, default="local", choices=("local", "sagemaker")),
@@ -97,6 +101,10 @@ SCHEMA: dict[str, Any] = {
     },
     "postprocess": {
         "prediction_columns": Field(list, default=["prediction"]),
+        "format": Field(str, default=None, choices=("csv", "jsonl", "parquet")),  # default: the input's
+        "schema": Field(dict, default={}),  # text input, typed output: column -> type (the rest inferred)
+        "prediction_types": Field(dict, default={}),  # prediction column -> type (default float64)
+        "compression": Field(str, default="zstd", choices=("zstd", "snappy", "none")),
     },
 }
 
@@ -135,8 +143,7 @@ def _check(value: Any, spec: Field, where: str) -> Any:
 def _validate(data: Any, schema: dict[str, Any], path: tuple[str, ...], source: str,
               lines: dict[tuple[str, ...], int]) -> dict[str, Any]:
     def where(key_path: tuple[str, ...]) -> str:
-        line = lines.get(key_path) or lines.get(key_path[:-1])
-        return f"{source}{f':{line}' if line else ''}: setting `{'.'.join(key_path)}`"
+        return _at(source, lines, *key_path)
 
     if data is None:
         data = {}
@@ -169,9 +176,33 @@ def load_config(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
-    config = _validate(data, SCHEMA, (), source, _lines(node) if node is not None else {})
-    for column in config["postprocess"]["prediction_columns"]:
-        if not isinstance(column, str) or not column:
-            raise ConfigError(f"{source}: setting `postprocess.prediction_columns`: names must be strings")
+    lines = _lines(node) if node is not None else {}
+    config = _validate(data, SCHEMA, (), source, lines)
+    _check_columns(config, source, lines)
     config["_source"] = source
     return config
+
+
+def _at(source: str, lines: dict[tuple[str, ...], int], *path: str) -> str:
+    line = lines.get(path) or lines.get(path[:-1])
+    return f"{source}{f':{line}' if line else ''}: setting `{'.'.join(path)}`"
+
+
+def _check_columns(config: dict[str, Any], source: str, lines: dict[tuple[str, ...], int]) -> None:
+    """Column names and types: names are non-empty strings, types are ones the publish step can write."""
+    from airflow_bt.records.arrow_types import type_names_error
+
+    post = config["postprocess"]
+    for section, key in (("postprocess", "prediction_columns"), ("input", "columns")):
+        names = config[section][key] or []
+        if not all(isinstance(n, str) and n for n in names):
+            raise ConfigError(f"{_at(source, lines, section, key)}: names must be non-empty strings")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{_at(source, lines, section, key)}: a name appears twice")
+    if config["input"]["columns"] and config["input"]["format"] in ("csv", "jsonl"):
+        raise ConfigError(f"{_at(source, lines, 'input', 'columns')}: applies to Parquet input (input.format: "
+                          "parquet); send fewer columns of text input with transform.input_filter")
+    for key, allowed in (("prediction_types", post["prediction_columns"]), ("schema", None)):
+        error = type_names_error(post[key], allowed=allowed)
+        if error:
+            raise ConfigError(f"{_at(source, lines, 'postprocess', key)}: {error}")

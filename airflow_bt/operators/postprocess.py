@@ -9,7 +9,8 @@ from airflow_bt.compat import AirflowFailException, Context, run_id, try_number
 from airflow_bt.operators.base import BatchStepOperator
 from airflow_bt.operators.results import ShardOutput, TransformResult
 from airflow_bt.steps.layout import MANIFEST_NAME, RunLayout
-from airflow_bt.steps.publish import ReconcileError, publish_attempt
+from airflow_bt.steps.predictions import ReconcileError
+from airflow_bt.steps.publish import publish_attempt
 from airflow_bt.storage.uris import join_uri
 
 
@@ -26,6 +27,12 @@ class PublishPredictionsOperator(BatchStepOperator):
     :param transform: the transform task's return value.
     :param output_uri: the date's output prefix, e.g. ``<root>/output/churn/dt={{ ds }}/``.
     :param prediction_columns: the column name(s) of the model's output, appended to the input columns.
+    :param output_format: the parts' format, ``csv``, ``jsonl`` or ``parquet`` (default: the input's). Parquet
+        parts are typed: the input's columns with their types plus the prediction columns.
+    :param schema: CSV/JSON Lines input with typed output: ``{column: type}`` for the columns to type (the rest
+        are inferred from the first shard; the manifest records the schema used).
+    :param prediction_types: ``{prediction column: type}`` (default ``float64``), e.g. ``{"label": "int64"}``.
+    :param compression: Parquet parts: ``zstd`` (default), ``snappy`` or ``none``.
     :param model_name: recorded in the manifest.
     :param model_data_url: recorded in the manifest.
     :param aws_conn_id: the AWS connection for ``s3://`` URIs.
@@ -33,6 +40,7 @@ class PublishPredictionsOperator(BatchStepOperator):
 
     template_fields: Sequence[str] = (
         "shards", "transform", "output_uri", "prediction_columns", "model_name", "model_data_url", "aws_conn_id",
+        "output_format", "schema", "prediction_types", "compression",
     )
     ui_color = "#eafbea"
 
@@ -43,6 +51,10 @@ class PublishPredictionsOperator(BatchStepOperator):
         transform: Any,
         output_uri: str,
         prediction_columns: Sequence[str] = ("prediction",),
+        output_format: str | None = None,
+        schema: dict[str, str] | None = None,
+        prediction_types: dict[str, str] | None = None,
+        compression: str = "zstd",
         model_name: str | None = None,
         model_data_url: str | None = None,
         **kwargs: Any,
@@ -52,6 +64,10 @@ class PublishPredictionsOperator(BatchStepOperator):
         self.transform = transform
         self.output_uri = output_uri
         self.prediction_columns = prediction_columns
+        self.output_format = output_format
+        self.schema = schema
+        self.prediction_types = prediction_types
+        self.compression = compression
         self.model_name = model_name
         self.model_data_url = model_data_url
 
@@ -86,6 +102,10 @@ class PublishPredictionsOperator(BatchStepOperator):
                 layout.attempt_prefix(attempt),
                 layout.latest_uri,
                 prediction_columns=[str(c) for c in self.prediction_columns],
+                output_format=str(self.output_format) if self.output_format else None,
+                schema={str(k): str(v) for k, v in (self.schema or {}).items()},
+                prediction_types={str(k): str(v) for k, v in (self.prediction_types or {}).items()},
+                compression=str(self.compression),
                 metadata=metadata,
                 logger=self.log,
             )

@@ -23,7 +23,11 @@ class ShardInputOperator(BatchStepOperator):
 
     :param input_uri: the partition's input prefix (``file://`` or ``s3://``), e.g. ``.../dt={{ ds }}/``.
     :param work_uri: the date's scratch prefix, e.g. ``<root>/work/churn/dt={{ ds }}/``.
-    :param data_format: ``auto`` (from file names), ``csv`` (with a header row) or ``jsonl``.
+    :param data_format: ``auto`` (from file names), ``csv`` (with a header row), ``jsonl`` or ``parquet``.
+    :param columns: Parquet input: the columns sent to the model, in this order (default all); every input
+        column is still published, with its type.
+    :param shard_format: Parquet input: the shards' format for the container, ``csv`` (header-less, the
+        default) or ``jsonl``.
     :param target_shard_mb: aim for shards of about this size.
     :param min_shards: at least this many shards (e.g. the transform's instance count).
     :param max_shards: at most this many shards.
@@ -40,7 +44,7 @@ class ShardInputOperator(BatchStepOperator):
 
     template_fields: Sequence[str] = (
         "input_uri", "work_uri", "data_format", "target_shard_mb", "min_shards", "max_shards", "aws_conn_id",
-        "max_record_bytes", "validation", "on_bad_record", "max_bad_records",
+        "max_record_bytes", "validation", "on_bad_record", "max_bad_records", "columns", "shard_format",
     )
     ui_color = "#e8f4fd"
 
@@ -50,6 +54,8 @@ class ShardInputOperator(BatchStepOperator):
         input_uri: str,
         work_uri: str,
         data_format: str = "auto",
+        columns: Sequence[str] | None = None,
+        shard_format: str | None = None,
         target_shard_mb: float | str = 64,
         min_shards: int | str = 1,
         max_shards: int | str = 1000,
@@ -63,6 +69,8 @@ class ShardInputOperator(BatchStepOperator):
         self.input_uri = input_uri
         self.work_uri = work_uri
         self.data_format = data_format
+        self.columns = columns
+        self.shard_format = shard_format
         self.target_shard_mb = target_shard_mb
         self.min_shards = min_shards
         self.max_shards = max_shards
@@ -85,7 +93,9 @@ class ShardInputOperator(BatchStepOperator):
                 layout.step_prefix("shard", attempt),
                 layout.step_file("shard", attempt, ".manifest"),
                 layout.step_file("shard", attempt, ".json"),
-                data_format=self.data_format,
+                data_format=str(self.data_format),
+                columns=[str(c) for c in self.columns] if self.columns else None,
+                shard_format=str(self.shard_format) if self.shard_format else None,
                 target_shard_mb=required_number("target_shard_mb", self.target_shard_mb, minimum=0.001),
                 min_shards=required_int("min_shards", self.min_shards, minimum=1),
                 max_shards=required_int("max_shards", self.max_shards, minimum=1),

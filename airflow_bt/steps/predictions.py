@@ -10,13 +10,57 @@ rejected. The publish step pairs each shard with the first prefix that holds its
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
 from airflow_bt.storage.base import ObjectNotFoundError, Storage
 from airflow_bt.storage.uris import as_prefix, join_uri
 
 ERRORS_FOLDER = "errors"
+JOIN_BLOCK = 256 * 1024  # bytes of rows joined per block: ~4k lines, a few MB of objects at most
+
+
+class ReconcileError(ValueError):
+    """Predictions and input records do not pair up one to one."""
+
+
+def strip_newline(line: bytes) -> bytes:
+    return line.rstrip(b"\r\n")
+
+
+def line_blocks(stream: BinaryIO, size: int, count: bytes | None = None
+                ) -> Iterator[tuple[list[bytes], int, bool]]:
+    """The stream's lines without their ``\\n`` (and trailing ``\\r``), ``size`` bytes' worth at a time,
+    each block with how many ``count`` bytes its lines hold (0 without ``count``) and whether they hold
+    a ``"`` (a quoted field, whose commas a count cannot tell from separators)."""
+    tail = b""
+    while block := stream.read(size):
+        data = tail + block if tail else block
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        end = len(data) - len(tail)
+        counted = data.count(count, 0, end) if count else 0
+        if b"\r" in data:
+            lines = [strip_newline(line) for line in lines]
+        if lines:
+            yield lines, counted, data.find(b'"', 0, end) >= 0
+    if tail:  # a last line without its newline is a line too
+        yield [strip_newline(tail)], tail.count(count) if count else 0, b'"' in tail
+
+
+def checked_predictions(preds: BinaryIO, width: int, shard_key: str) -> Iterator[list[bytes]]:
+    """The prediction lines, a block at a time, each checked to hold ``width`` values (commas counted per block)."""
+    number = 0
+    # predictions are short lines: smaller reads keep the number of line objects alive similar
+    for lines, commas, _quoted in line_blocks(preds, max(1, JOIN_BLOCK // 4), b","):
+        if commas != len(lines) * (width - 1):
+            for offset, pred in enumerate(lines, start=1):
+                if pred.count(b",") + 1 != width:
+                    raise ReconcileError(
+                        f"shard {shard_key} prediction {number + offset}: the model returned {pred.count(b',') + 1} "
+                        f"value(s) ({pred[:80]!r}) but prediction_columns names {width}; make them agree")
+        number += len(lines)
+        yield lines
 
 
 def count_lines(stream: BinaryIO) -> int:

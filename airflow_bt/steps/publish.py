@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from itertools import compress
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pendulum
 
@@ -24,17 +24,27 @@ from airflow_bt.logs import LogLike
 from airflow_bt.steps.input_checks import csv_fields
 from airflow_bt.steps.layout import ERRORS_NAME, LATEST_NAME, MANIFEST_NAME, SUCCESS_NAME
 from airflow_bt.steps.pointer import completed_at, move_latest_forward
-from airflow_bt.steps.predictions import count_lines, locate, prediction_uri, read_rejected
+from airflow_bt.steps.predictions import (
+    JOIN_BLOCK,
+    ReconcileError,
+    checked_predictions,
+    count_lines,
+    line_blocks,
+    locate,
+    prediction_uri,
+    read_rejected,
+    strip_newline,
+)
 from airflow_bt.storage.base import ObjectNotFoundError, Storage
 from airflow_bt.storage.uris import join_uri
 
+if TYPE_CHECKING:
+    from airflow_bt.steps.typed_parts import TypedSettings
+
+__all__ = ["ReconcileError", "ShardPredictions", "point_latest", "publish_attempt", "read_latest", "reconcile"]
+
 _BATCH_LINES = 8192
-_JOIN_BLOCK = 256 * 1024  # bytes of rows joined per block: ~4k lines, a few MB of objects at most
 log = logging.getLogger(__name__)
-
-
-class ReconcileError(ValueError):
-    """Predictions and input records do not pair up one to one."""
 
 
 @dataclass
@@ -79,50 +89,11 @@ def reconcile(store: Storage, summary: dict[str, Any], predictions: str | list[s
     return found
 
 
-def _strip(line: bytes) -> bytes:
-    return line.rstrip(b"\r\n")
-
-
-def _line_blocks(stream: BinaryIO, size: int, count: bytes | None = None
-                 ) -> Iterator[tuple[list[bytes], int, bool]]:
-    """The stream's lines without their ``\\n`` (and trailing ``\\r``), ``size`` bytes' worth at a time,
-    each block with how many ``count`` bytes its lines hold (0 without ``count``) and whether they hold
-    a ``"`` (a quoted field, whose commas a count cannot tell from separators)."""
-    tail = b""
-    while block := stream.read(size):
-        data = tail + block if tail else block
-        lines = data.split(b"\n")
-        tail = lines.pop()
-        end = len(data) - len(tail)
-        counted = data.count(count, 0, end) if count else 0
-        if b"\r" in data:
-            lines = [_strip(line) for line in lines]
-        if lines:
-            yield lines, counted, data.find(b'"', 0, end) >= 0
-    if tail:  # a last line without its newline is a line too
-        yield [_strip(tail)], tail.count(count) if count else 0, b'"' in tail
-
-
 def _kept(lines: list[bytes], first: int, skip: AbstractSet[int]) -> list[bytes]:
     """``lines`` (record numbers ``first``...) without the records in ``skip``."""
     if not skip or not any(first <= n < first + len(lines) for n in skip):
         return lines
     return list(compress(lines, (n not in skip for n in range(first, first + len(lines)))))
-
-
-def _checked_predictions(preds: BinaryIO, width: int, shard_key: str) -> Iterator[list[bytes]]:
-    """The prediction lines, a block at a time, each checked to hold ``width`` values (commas counted per block)."""
-    number = 0
-    # predictions are short lines: smaller reads keep the number of line objects alive similar
-    for lines, commas, _quoted in _line_blocks(preds, max(1, _JOIN_BLOCK // 4), b","):
-        if commas != len(lines) * (width - 1):
-            for offset, pred in enumerate(lines, start=1):
-                if pred.count(b",") + 1 != width:
-                    raise ReconcileError(
-                        f"shard {shard_key} prediction {number + offset}: the model returned {pred.count(b',') + 1} "
-                        f"value(s) ({pred[:80]!r}) but prediction_columns names {width}; make them agree")
-        number += len(lines)
-        yield lines
 
 
 def _join_csv(rows: BinaryIO, preds: BinaryIO, width: int, shard_key: str, *, fields: int,
@@ -133,11 +104,11 @@ def _join_csv(rows: BinaryIO, preds: BinaryIO, width: int, shard_key: str, *, fi
     off, or that holds a quoted field, whose commas may be data, is checked row by row). Records in
     ``skip`` (rejected by the model) have no prediction and are left out.
     """
-    pred_blocks = _checked_predictions(preds, width, shard_key)
+    pred_blocks = checked_predictions(preds, width, shard_key)
     pending: list[bytes] = []
     used = 0  # of pending
     first = 1  # record number of the block's first row
-    for lines, commas, quoted in _line_blocks(rows, _JOIN_BLOCK, b","):
+    for lines, commas, quoted in line_blocks(rows, JOIN_BLOCK, b","):
         if quoted or commas != len(lines) * (fields - 1):
             for number, line in enumerate(lines, start=first):
                 if csv_fields(line) != fields:
@@ -172,7 +143,7 @@ def _join_jsonl(rows: Iterable[bytes], preds: Iterable[bytes], columns: list[str
         try:
             value = json.loads(pred)
         except ValueError:
-            value = _strip(pred).decode()
+            value = strip_newline(pred).decode()
         if isinstance(value, dict):
             record.update(value)
         else:
@@ -209,6 +180,49 @@ def _origin(summary: dict[str, Any], shard_key: str) -> Callable[[int], str]:
     return where
 
 
+def _join_text(out: BinaryIO, rows: BinaryIO, preds: BinaryIO, summary: dict[str, Any], shard: dict[str, Any],
+               prediction_columns: list[str], fields: int, skip: AbstractSet[int]) -> None:
+    """Text in, the same text out: the shard's lines joined with the prediction lines as they are."""
+    if summary["format"] == "csv":
+        out.write((f"{summary.get('header')}," + ",".join(prediction_columns) + "\n").encode())
+        for block in _join_csv(rows, preds, len(prediction_columns), shard["key"], fields=fields, skip=skip,
+                               origin=_origin(summary, shard["key"])):
+            out.write(block)
+    else:
+        _write_joined(out, _join_jsonl(rows, preds, prediction_columns, shard["key"], skip))
+
+
+def _part_key(shard_key: str, fmt: str) -> str:
+    """``part-00000.csv`` -> ``part-00000.parquet``: a part is named for its own format."""
+    from airflow_bt.steps.typed_parts import EXTENSIONS
+
+    return shard_key.rsplit(".", 1)[0] + EXTENSIONS[fmt]
+
+
+def _typed_settings(store: Storage, summary: dict[str, Any], prediction_columns: list[str], output_format: str | None,
+                    schema: dict[str, str] | None, prediction_types: dict[str, str] | None,
+                    compression: str) -> TypedSettings | None:
+    """How to type the parts, or None when text goes out as it came in (the lines are joined as they are)."""
+    from airflow_bt.records.arrow_types import type_names_error
+    from airflow_bt.steps.typed_parts import COMPRESSIONS, OUTPUT_FORMATS, TypedSettings, rows_schema
+
+    fmt = summary["format"]
+    input_format = summary.get("input_format", fmt)
+    out = output_format or input_format
+    if out not in OUTPUT_FORMATS:
+        raise ValueError(f"postprocess.format must be one of {', '.join(OUTPUT_FORMATS)}; got {out!r}")
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"postprocess.compression must be one of {', '.join(COMPRESSIONS)}; got {compression!r}")
+    for name, types, allowed in (("prediction_types", prediction_types, prediction_columns), ("schema", schema, None)):
+        error = type_names_error(types or {}, allowed=allowed)
+        if error:
+            raise ValueError(f"postprocess.{name}: {error}")
+    if input_format == out and out != "parquet":
+        return None
+    rows, source = rows_schema(store, summary, dict(schema or {}))
+    return TypedSettings(out, list(prediction_columns), dict(prediction_types or {}), compression, rows, source, fmt)
+
+
 def _publish_errors(store: Storage, summary: dict[str, Any], found: dict[str, ShardPredictions],
                     attempt_prefix: str) -> dict[str, Any]:
     """Copy the quarantined input records and the model-rejected ones into the attempt's ``_errors/``."""
@@ -238,6 +252,10 @@ def publish_attempt(
     latest_uri: str,
     *,
     prediction_columns: list[str],
+    output_format: str | None = None,
+    schema: dict[str, str] | None = None,
+    prediction_types: dict[str, str] | None = None,
+    compression: str = "zstd",
     metadata: dict[str, Any] | None = None,
     logger: LogLike | None = None,
 ) -> dict[str, Any]:
@@ -248,32 +266,41 @@ def publish_attempt(
     (dead-letter) are not published as rows: they are copied to ``_errors/bad-input.jsonl`` and
     ``_errors/model-rejected.jsonl`` of the attempt and counted in the manifest. Returns the
     manifest that was published (and that ``_LATEST.json`` now points to).
+
+    ``output_format`` (``csv``, ``jsonl`` or ``parquet``; default: the input's) chooses the parts'
+    format. Parquet input or output, or a format other than the input's, writes typed parts
+    (:mod:`airflow_bt.steps.typed_parts`): the input's columns with their types (from the Parquet
+    files; for text input ``schema`` for the columns it names, the rest inferred from the first
+    shard) plus one column per prediction of its ``prediction_types`` type (default ``float64``),
+    Parquet compressed with ``compression`` (``zstd``, ``snappy`` or ``none``). The manifest records
+    the schema. Text in, the same text out, joins the lines as they are.
     """
     logger = logger or log
     started = time.monotonic()
     if not prediction_columns:
         raise ValueError("prediction_columns must name at least one column")
-    found = reconcile(store, summary, predictions)
     fmt = summary["format"]
+    typed = _typed_settings(store, summary, prediction_columns, output_format, schema, prediction_types, compression)
+    found = reconcile(store, summary, predictions)
     header = summary.get("header")
     fields = csv_fields(header.encode()) if fmt == "csv" and header else 0
     parts = []
     for index, shard in enumerate(summary["shards"], start=1):
-        part_uri = join_uri(attempt_prefix, shard["key"])
+        part_key = _part_key(shard["key"], typed.output_format if typed else fmt)
+        part_uri = join_uri(attempt_prefix, part_key)
         located = found[shard["key"]]
         skip = located.skip
         with contextlib.ExitStack() as stack:
-            rows = stack.enter_context(store.open_read(shard["uri"]))
-            preds = stack.enter_context(store.open_read(located.uri))
             out = stack.enter_context(store.open_write(part_uri))
-            if fmt == "csv":
-                out.write((f"{header}," + ",".join(prediction_columns) + "\n").encode())
-                for block in _join_csv(rows, preds, len(prediction_columns), shard["key"], fields=fields, skip=skip,
-                                       origin=_origin(summary, shard["key"])):
-                    out.write(block)
+            if typed is not None:
+                from airflow_bt.steps.typed_parts import write_typed_part
+
+                write_typed_part(store, summary, shard, located.uri, out, typed, skip)
             else:
-                _write_joined(out, _join_jsonl(rows, preds, prediction_columns, shard["key"], skip))
-        parts.append({"key": shard["key"], "uri": part_uri, "rows": shard["records"] - len(skip)})
+                rows = stack.enter_context(store.open_read(shard["uri"]))
+                preds = stack.enter_context(store.open_read(located.uri))
+                _join_text(out, rows, preds, summary, shard, prediction_columns, fields, skip)
+        parts.append({"key": part_key, "shard": shard["key"], "uri": part_uri, "rows": shard["records"] - len(skip)})
         failpoint("publish.after_part", part_uri)
         logger.info("published shard %d of %d: %s, %d rows", index, len(summary["shards"]), part_uri,
                     shard["records"] - len(skip))
@@ -285,8 +312,11 @@ def publish_attempt(
     manifest = {
         "attempt_prefix": attempt_prefix,
         "published_at": pendulum.now("UTC").to_iso8601_string(),
-        "format": fmt,
-        "columns": [*(header or "").split(","), *prediction_columns] if fmt == "csv" else None,
+        "format": typed.output_format if typed else fmt,
+        "input_format": summary.get("input_format", fmt),
+        "columns": ([f["name"] for f in typed.describe()] if typed else
+                    [*(header or "").split(","), *prediction_columns] if fmt == "csv" else None),
+        **({"schema": typed.describe(), "schema_source": typed.schema_source} if typed else {}),
         "prediction_columns": list(prediction_columns),
         "input_records": rows_in + quarantined,
         "quarantined": quarantined,

@@ -73,6 +73,16 @@ class Storage(abc.ABC):
     def open_read(self, uri: str) -> contextlib.AbstractContextManager[BinaryIO]:
         """A binary stream of the object; raises :class:`ObjectNotFoundError`."""
 
+    def open_ranged(self, obj: ObjectInfo) -> contextlib.AbstractContextManager[BinaryIO]:
+        """A seekable binary stream of the object listed as ``obj``: each read fetches only the bytes asked for.
+
+        For columnar formats (Parquet), which read a footer and then the column chunks they need.
+        Files are seekable already; :class:`~airflow_bt.storage.s3.S3Storage` issues ranged GETs
+        pinned to ``obj.etag``, so an object replaced while it is read fails rather than mixing
+        two versions.
+        """
+        return self.open_read(obj.uri)
+
     @abc.abstractmethod
     def open_write(self, uri: str, *, durable: bool = True) -> contextlib.AbstractContextManager[BinaryIO]:
         """A binary stream that becomes the object, create-only, when the block exits cleanly.

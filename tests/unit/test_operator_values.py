@@ -77,6 +77,7 @@ def test_stopped_is_a_failure_and_only_completed_succeeds() -> None:
 @given(st.floats(min_value=0.01, max_value=600), st.floats(min_value=-100, max_value=1000))
 def test_a_poll_never_sleeps_past_the_deadline(interval: float, left: float) -> None:
     now = 1_000_000.0
-    delay = next_poll_delay(interval, now + left, now=now)
-    assert 0.0 <= delay <= interval and delay <= max(0.0, left)
+    deadline = now + left  # as a monotonic clock reading: ``deadline - now`` is ``left`` to within a rounding
+    delay = next_poll_delay(interval, deadline, now=now)
+    assert 0.0 <= delay <= interval and delay <= max(0.0, deadline - now)
     assert next_poll_delay(interval, None, now=now) == interval

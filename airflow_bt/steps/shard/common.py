@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 _MAX_LINE = 256 * 1024 * 1024  # a "line" longer than this is not line-delimited data
+#: The shards' formats (what the container is sent) and their content types.
 FORMATS = {"csv": "text/csv", "jsonl": "application/jsonlines"}
+#: What a partition may hold: the shard formats, and Parquet (sharded into one of them).
+INPUT_FORMATS = (*FORMATS, "parquet")
 
 
 class ShardInputError(ValueError):

@@ -15,10 +15,11 @@ from typing import BinaryIO
 
 from airflow_bt.logs import LogLike
 from airflow_bt.steps.input_checks import BOM
-from airflow_bt.steps.shard.common import _MAX_LINE, FORMATS, ShardInputError
+from airflow_bt.steps.shard.common import _MAX_LINE, INPUT_FORMATS, ShardInputError
 from airflow_bt.storage.base import ObjectInfo, Storage
 
-_EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+_EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet",
+               ".parq": "parquet", ".pq": "parquet"}
 
 
 def is_data_key(key: str) -> bool:
@@ -28,7 +29,10 @@ def is_data_key(key: str) -> bool:
 
 
 def detect_format(key: str) -> str | None:
-    name = key[:-3] if key.endswith(".gz") else key
+    if key.endswith(".gz"):  # Parquet compresses inside the file: a .gz of one is not read
+        fmt = detect_format(key[:-3])
+        return fmt if fmt != "parquet" else None
+    name = key
     for ext, fmt in _EXTENSIONS.items():
         if name.endswith(ext):
             return fmt
@@ -36,20 +40,20 @@ def detect_format(key: str) -> str | None:
 
 
 def list_inputs(store: Storage, input_prefix: str, data_format: str = "auto") -> tuple[list[ObjectInfo], str]:
-    """The partition's data objects in key order, and their one format (``csv`` or ``jsonl``)."""
+    """The partition's data objects in key order, and their one format (``csv``, ``jsonl`` or ``parquet``)."""
     objects = [obj for obj in store.list(input_prefix) if is_data_key(obj.key)]
     if not objects:
         raise ShardInputError(f"no input objects under {input_prefix} (markers like _SUCCESS do not count)")
     if data_format != "auto":
-        if data_format not in FORMATS:
-            raise ShardInputError(f"format must be one of auto, {', '.join(FORMATS)}; got {data_format!r}")
+        if data_format not in INPUT_FORMATS:
+            raise ShardInputError(f"format must be one of auto, {', '.join(INPUT_FORMATS)}; got {data_format!r}")
         return objects, data_format
     found = {obj.uri: detect_format(obj.key) for obj in objects}
     unknown = [uri for uri, fmt in found.items() if fmt is None]
     if unknown:
         raise ShardInputError(
             f"{unknown[0]}: cannot tell the format from the name (expected .csv, .jsonl, .ndjson, .json, "
-            "optionally .gz); set `format: csv` or `format: jsonl` in the DAG config"
+            "optionally .gz, or .parquet); set `input.format` (csv, jsonl or parquet) in the DAG config"
         )
     kinds = sorted({fmt for fmt in found.values() if fmt})
     if len(kinds) > 1:

@@ -22,6 +22,7 @@ from airflow_bt.logs import LogLike
 from airflow_bt.steps.input_checks import BAD_RECORD_MODES, BOM, VALIDATION_MODES, RecordRules
 from airflow_bt.steps.shard.common import FORMATS, ShardInputError
 from airflow_bt.steps.shard.inputs import _check_header, _data_sizes, _header_line, _open_object, list_inputs
+from airflow_bt.steps.shard.parquet import ParquetInputs, ParquetSharder, inspect_parquet, rows_prefix
 from airflow_bt.steps.shard.quarantine import _BadRecords
 from airflow_bt.steps.shard.reader import _Block, _ObjectReader
 from airflow_bt.steps.shard.sink import _ShardSink
@@ -44,10 +45,12 @@ class _Plan:
     """What the plan phase found: the inputs, their format and sizes, and how many shards to make."""
 
     objects: list[ObjectInfo]
-    fmt: str
+    fmt: str  # of the shards: csv or jsonl
     stored_bytes: int  # as listed
-    total_bytes: int  # as read: ``.gz`` objects decompressed
+    total_bytes: int  # as read: ``.gz`` objects decompressed; for Parquet the columns sent, uncompressed
     count: int
+    input_format: str  # csv, jsonl or parquet
+    parquet: ParquetInputs | None = None
 
     @property
     def extension(self) -> str:
@@ -79,6 +82,8 @@ def shard_partition(
     summary_uri: str,
     *,
     data_format: str = "auto",
+    columns: list[str] | None = None,
+    shard_format: str | None = None,
     target_shard_mb: float = 64.0,
     min_shards: int = 1,
     max_shards: int = 1000,
@@ -96,6 +101,11 @@ def shard_partition(
     last, a JSON summary (header, formats, per-input and per-shard record counts) to
     ``summary_uri``; returns that summary.
 
+    Parquet input (``data_format="parquet"``, or ``auto`` with ``.parquet`` keys) is sharded into
+    ``shard_format`` (``csv``, header-less, or ``jsonl``) of the ``columns`` sent to the model (default
+    all, in file order), cut every ``ceil(rows / N)`` records; each shard's typed rows, every column,
+    go beside it to ``<shard_prefix>.rows/`` for the publish step (:mod:`.parquet`).
+
     Every record is checked (:mod:`airflow_bt.steps.input_checks`; ``max_record_bytes`` is the
     transform's payload limit). A bad record fails the step with :class:`ShardInputError` naming
     the object, line, byte offset and problem (``on_bad_record="fail"``), or is written with its
@@ -105,13 +115,15 @@ def shard_partition(
     logger = logger or log
     started = time.monotonic()
     quarantine = _check_modes(validation, on_bad_record, errors_uri)
-    plan = _plan(store, input_prefix, data_format, target_shard_mb, min_shards, max_shards, logger)
+    plan = _plan(store, input_prefix, data_format, columns, shard_format, target_shard_mb, min_shards, max_shards,
+                 logger)
     sink = _ShardSink(store, shard_prefix, plan.extension, max(1, math.ceil(plan.total_bytes / plan.count)))
     rules = RecordRules(plan.fmt, max_record_bytes=max_record_bytes or None, validation=validation,
                         quarantine=quarantine)
     errors = _BadRecords(store, errors_uri or "", quarantine, int(max_bad_records))
     logger.info("sharding %d object(s), %.1f MB of %s%s, into up to %d shard(s) of ~%.1f MB under %s (validation "
-                "%s, bad records: %s)", len(plan.objects), plan.total_bytes / 1e6, plan.fmt,
+                "%s, bad records: %s)", len(plan.objects), plan.total_bytes / 1e6,
+                plan.fmt if plan.input_format == plan.fmt else f"{plan.input_format} (as {plan.fmt} shards)",
                 f" ({plan.stored_bytes / 1e6:.1f} MB stored)" if plan.stored_bytes != plan.total_bytes else "",
                 plan.count, sink.target_bytes / 1e6, shard_prefix, validation, on_bad_record)
 
@@ -120,7 +132,10 @@ def shard_partition(
     reader = _ObjectReader(sink, [_Block(bytearray(BLOCK_BYTES), use_numpy) for _ in range(2)], rules, errors,
                            logger, started, plan.total_bytes)
     run = _Run(store, plan, sink, rules, errors, reader, logger, started)
-    _read_all(run)
+    if plan.parquet is not None:
+        _read_all_parquet(run, plan.parquet, max_record_bytes or None)
+    else:
+        _read_all(run)
     return _finish(run, input_prefix, shard_prefix, manifest_uri, summary_uri, errors_uri)
 
 
@@ -139,14 +154,27 @@ def _check_modes(validation: str, on_bad_record: str, errors_uri: str | None) ->
 # --- plan ---------------------------------------------------------------------------------------
 
 
-def _plan(store: Storage, input_prefix: str, data_format: str, target_shard_mb: float, min_shards: int,
-          max_shards: int, logger: LogLike) -> _Plan:
+def _plan(store: Storage, input_prefix: str, data_format: str, columns: list[str] | None, shard_format: str | None,
+          target_shard_mb: float, min_shards: int, max_shards: int, logger: LogLike) -> _Plan:
     """List the partition's data objects, measure them, and count the shards to make."""
-    objects, fmt = list_inputs(store, input_prefix, data_format)
+    objects, input_format = list_inputs(store, input_prefix, data_format)
     stored_bytes = sum(obj.size for obj in objects)
-    total_bytes = sum(_data_sizes(store, objects, BLOCK_BYTES))
+    if shard_format is not None and shard_format not in FORMATS:
+        raise ShardInputError(f"shard.format must be one of {', '.join(FORMATS)}; got {shard_format!r}")
+    parquet = None
+    if input_format == "parquet":
+        parquet = inspect_parquet(store, objects, columns)
+        fmt, total_bytes = shard_format or "csv", parquet.data_bytes
+    else:
+        if columns:
+            raise ShardInputError(f"input.columns applies to Parquet input; {input_prefix} holds {input_format} "
+                                  "(send fewer columns of text input with transform.input_filter)")
+        if shard_format not in (None, input_format):
+            raise ShardInputError(f"shard.format {shard_format!r} applies to Parquet input; {input_format} input is "
+                                  "sharded as it is")
+        fmt, total_bytes = input_format, sum(_data_sizes(store, objects, BLOCK_BYTES))
     count = _shard_count(total_bytes, target_shard_mb, int(min_shards), int(max_shards), logger)
-    return _Plan(objects, fmt, stored_bytes, total_bytes, count)
+    return _Plan(objects, fmt, stored_bytes, total_bytes, count, input_format, parquet)
 
 
 def _shard_count(total_bytes: int, target_shard_mb: float, min_shards: int, max_shards: int,
@@ -178,6 +206,26 @@ def _read_all(run: _Run) -> None:
         run.sink.abort()
         run.errors.abort()
         raise
+
+
+def _read_all_parquet(run: _Run, inputs: ParquetInputs, max_record_bytes: int | None) -> None:
+    """Read every Parquet object into the shards and their rows files, cut every ``ceil(rows / N)`` records."""
+    total = sum(inputs.rows)
+    sharder = ParquetSharder(run.store, run.sink, inputs, run.plan.fmt, max(1, math.ceil(total / run.plan.count)),
+                             max_record_bytes, run.logger, run.started)
+    try:
+        for index, obj in enumerate(run.plan.objects, start=1):
+            records = sharder.read(obj, index)
+            run.inputs.append({"uri": obj.uri, "size": obj.size, "etag": obj.etag, "records": records})
+            run.logger.info("object %d of %d: %s, %d rows", index, len(run.plan.objects), obj.key, records)
+        sharder.cut()
+        run.sink.finish()
+    except BaseException:
+        sharder.abort()
+        run.sink.abort()
+        raise
+    for shard, uri in zip(run.sink.written, sharder.rows_uris, strict=True):
+        shard["rows_uri"] = uri
 
 
 def _read_object(run: _Run, index: int, obj: ObjectInfo) -> None:
@@ -279,8 +327,15 @@ def _summary(run: _Run, input_prefix: str, shard_prefix: str, manifest_uri: str,
              errors_uri: str | None, seconds: float) -> dict[str, Any]:
     """The step's JSON summary: format, header, per-input and per-shard record counts, sizes, time."""
     plan, shards = run.plan, run.sink.written
+    typed = {} if plan.parquet is None else {
+        "columns": plan.parquet.columns,
+        "schema": plan.parquet.describe(),
+        "rows_prefix": rows_prefix(shard_prefix),
+    }
     return {
         "format": plan.fmt,
+        "input_format": plan.input_format,
+        **typed,
         "content_type": FORMATS[plan.fmt],
         "header": run.header.decode() if run.header is not None else None,
         "input_prefix": input_prefix,
