@@ -1,7 +1,7 @@
 """Typed parts: the publish step for Parquet input or Parquet output, one shard at a time, in record batches.
 
-A shard's rows come as Arrow record batches with their types: from the Parquet rows file the shard step
-wrote beside the shard (Parquet input: every input column, as the files had them), or parsed from the
+A shard's rows come as Arrow record batches with their types: from the rows file (an Arrow IPC stream) the
+shard step wrote beside the shard (Parquet input: every input column, as the files had them), or parsed from the
 CSV/JSON Lines shard with one schema for the whole attempt (``postprocess.schema`` for the columns it
 names, the rest inferred from the first shard and recorded in ``_manifest.json``). The predictions are
 parsed into one column per name with its declared type (``postprocess.prediction_types``, default
@@ -89,13 +89,12 @@ def rows_schema(store: Storage, summary: dict[str, Any], declared: dict[str, str
 def _parquet_rows_schema(store: Storage, summary: dict[str, Any]) -> Any:
     """The schema of the shards' rows files: the input files' own, every type as it was."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     first = next((s for s in summary["shards"] if s.get("rows_uri")), None)
     if first is None:  # no rows at all: the names and types the shard step recorded
         return pa.schema([pa.field(f["name"], arrow_type(f["type"])) for f in summary.get("schema", [])])
-    with store.open_ranged(store.stat(first["rows_uri"])) as stream:
-        return pq.ParquetFile(stream).schema_arrow
+    with store.open_read(first["rows_uri"]) as stream:
+        return pa.ipc.open_stream(stream).schema
 
 
 def _csv_names(summary: dict[str, Any]) -> list[str]:
@@ -135,14 +134,13 @@ class _RowSource:
     schema: Any
 
     def batches(self) -> Iterator[Any]:
+        import pyarrow as pa
         import pyarrow.csv as pacsv
         import pyarrow.json as pajson
-        import pyarrow.parquet as pq
 
         if "rows_uri" in self.shard:
-            info = self.store.stat(self.shard["rows_uri"])
-            with self.store.open_ranged(info) as stream:
-                yield from pq.ParquetFile(stream, buffer_size=1 << 20).iter_batches(batch_size=ROW_GROUP_ROWS)
+            with self.store.open_read(self.shard["rows_uri"]) as stream:
+                yield from pa.ipc.open_stream(stream)
             return
         with self.store.open_read(self.shard["uri"]) as stream:
             if self.summary["format"] == "csv":

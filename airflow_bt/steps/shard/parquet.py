@@ -7,9 +7,13 @@ column-chunk reads, so memory does not grow with row-group or file size. Every b
 - the columns sent to the model (``input.columns``, in that order; default all) become shard text in
   the container's content type: header-less CSV (``pyarrow.csv``: strings quoted, nulls empty) or
   JSON Lines;
-- the whole typed row goes to ``<shard prefix>.rows/part-NNNNN.parquet``, beside the shard of the same
-  records, which the publish step joins the predictions onto: the published rows keep every input
-  column with its original type, whatever the model was sent.
+- the whole typed row goes to ``<shard prefix>.rows/part-NNNNN.arrows`` (an Arrow IPC stream, lz4:
+  ~5x as fast to write and read back as Parquet), beside the shard of the same records, which the
+  publish step joins the predictions onto: the published rows keep every input column with its
+  original type, whatever the model was sent.
+
+Timestamps with a time zone are sent as their UTC wall time (``2026-06-24 01:02:03.000000``): pyarrow
+formats zoned timestamps ~15x slower, and the zone is the same for the whole column anyway.
 
 All objects of a partition must share one schema; a mismatch names both objects and the fields.
 """
@@ -33,6 +37,8 @@ from airflow_bt.storage.uris import join_uri
 #: Rows per record batch read (and per row group of the scratch rows files).
 BATCH_ROWS = 32 * 1024
 _READ_BUFFER = 1024 * 1024  # buffered column-chunk reads: a row group is not read whole
+#: The typed rows beside each shard: an Arrow IPC stream (read back with ``pyarrow.ipc.open_stream``).
+ROWS_EXTENSION = ".arrows"
 
 
 def rows_prefix(shard_prefix: str) -> str:
@@ -165,13 +171,14 @@ class ParquetSharder:
             start += take
 
     def _rows(self, piece: Any) -> None:
-        import pyarrow.parquet as pq
+        import pyarrow as pa
 
         if self._rows_writer is None:
-            uri = join_uri(rows_prefix(self.sink.prefix), f"part-{len(self.sink.written):05d}.parquet")
+            uri = join_uri(rows_prefix(self.sink.prefix), f"part-{len(self.sink.written):05d}{ROWS_EXTENSION}")
             stack = contextlib.ExitStack()
             out = stack.enter_context(self.store.open_write(uri, durable=False))
-            self._rows_writer = stack.enter_context(pq.ParquetWriter(out, self.inputs.schema, compression="lz4"))
+            options = pa.ipc.IpcWriteOptions(compression="lz4")
+            self._rows_writer = stack.enter_context(pa.ipc.new_stream(out, self.inputs.schema, options=options))
             self._rows_stack = stack
             self.rows_uris.append(uri)
         self._rows_writer.write_batch(piece)
@@ -195,6 +202,10 @@ class ParquetSharder:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
+        zoned = [i for i, f in enumerate(sent.schema) if pa.types.is_timestamp(f.type) and f.type.tz]
+        for index in zoned:  # the UTC wall time: the instants the column stores, formatted without a zone
+            column = sent.column(index)
+            sent = sent.set_column(index, sent.schema.field(index).name, column.cast(pa.timestamp(column.type.unit)))
         buffer = pa.BufferOutputStream()
         pacsv.write_csv(sent, buffer, write_options=pacsv.WriteOptions(include_header=False))
         return memoryview(buffer.getvalue())
