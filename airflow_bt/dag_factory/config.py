@@ -91,6 +91,8 @@ SCHEMA: dict[str, Any] = {
         "volume_kms_key_id": Field(str, default=None),
         "vpc_config": Field(dict, default=None),
         "enable_network_isolation": Field(bool, default=False),
+        "data_capture": Field(dict, default=None),  # {destination_s3_uri, kms_key_id}
+        "model_package_name": Field(str, default=None),  # a Model Registry package instead of image + artifact
         # backend sagemaker: model creation, waiting, cost
         "create_model": Field(bool, default=True),
         "execution_role_arn": Field(str, default=None),
@@ -179,6 +181,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
     lines = _lines(node) if node is not None else {}
     config = _validate(data, SCHEMA, (), source, lines)
     _check_columns(config, source, lines)
+    _check_request_settings(config, source, lines)
     config["_source"] = source
     return config
 
@@ -206,3 +209,21 @@ def _check_columns(config: dict[str, Any], source: str, lines: dict[tuple[str, .
         error = type_names_error(post[key], allowed=allowed)
         if error:
             raise ConfigError(f"{_at(source, lines, 'postprocess', key)}: {error}")
+
+
+def _check_request_settings(config: dict[str, Any], source: str, lines: dict[tuple[str, ...], int]) -> None:
+    """The transform settings that become parts of the request, shaped as the request needs them."""
+    from airflow_bt.transform.request import data_capture, model_client_config, vpc_config
+
+    tf = config["transform"]
+    for key, convert in (("model_client_config", model_client_config), ("vpc_config", vpc_config),
+                         ("data_capture", data_capture)):
+        try:
+            convert(tf[key])
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{_at(source, lines, 'transform', key)}: {exc}") from None
+    if tf["model_package_name"]:
+        given = [key for key in ("model_data_url", "image") if tf[key]]
+        if given:
+            raise ConfigError(f"{_at(source, lines, 'transform', given[0])}: remove it, or model_package_name: "
+                              "a model package names its own image and artifact")

@@ -59,7 +59,7 @@ def output_asset(config: dict[str, Any], default_root: str) -> Asset:
 
 #: The transform settings passed to the operator as they are (its parameters of the same names).
 REQUEST_SETTINGS = ("input_filter", "output_filter", "model_client_config", "tags", "kms_key_id", "volume_kms_key_id",
-                    "vpc_config", "enable_network_isolation")
+                    "vpc_config", "enable_network_isolation", "data_capture", "model_package_name")
 
 
 def build_dag(config: dict[str, Any], *, default_root: str) -> DAG:

@@ -85,6 +85,11 @@ class BatchTransformOperator(AwsTransformJobParams, BatchStepOperator):
     :param kms_key_id: the KMS key that encrypts the job's output; ``volume_kms_key_id``: its instances' volumes.
     :param vpc_config: ``{security_group_ids, subnets}`` of the created model (``VpcConfig``).
     :param enable_network_isolation: the created model's container gets no network access.
+    :param data_capture: ``{destination_s3_uri, kms_key_id}``: capture the job's input and output
+        (``DataCaptureConfig``; the local engine writes manifests of both, as SageMaker does).
+    :param model_package_name: create the model from this SageMaker Model Registry package (a name or a
+        versioned package ARN) instead of ``image`` + ``model_data_url``; the local backend resolves it
+        with ``DescribeModelPackage`` through ``aws_conn_id``.
     """
 
     template_fields: Sequence[str] = (
@@ -94,6 +99,7 @@ class BatchTransformOperator(AwsTransformJobParams, BatchStepOperator):
         "check_interval", "max_ingestion_time", "create_model", "model_config", "execution_role_arn",
         "price_per_instance_hour", "dead_letter", "dead_letter_max_records", "input_filter", "output_filter",
         "model_client_config", "tags", "kms_key_id", "volume_kms_key_id", "vpc_config", "enable_network_isolation",
+        "data_capture", "model_package_name",
     )
     template_fields_renderers = {"environment": "json", "model_environment": "json", "model_config": "json"}
     ui_color = "#fdf2e8"
@@ -115,7 +121,8 @@ class BatchTransformOperator(AwsTransformJobParams, BatchStepOperator):
         dead_letter: bool | str = False, dead_letter_max_records: int | str = 100, input_filter: str | None = None,
         output_filter: str | None = None, model_client_config: dict[str, Any] | None = None,
         tags: dict[str, str] | None = None, kms_key_id: str | None = None, volume_kms_key_id: str | None = None,
-        vpc_config: dict[str, Any] | None = None, enable_network_isolation: bool | str = False, **kwargs: Any,
+        vpc_config: dict[str, Any] | None = None, enable_network_isolation: bool | str = False,
+        data_capture: dict[str, Any] | None = None, model_package_name: str | None = None, **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.set_aws_params(self.aws_conn_id, region_name, verify, botocore_config)
@@ -135,6 +142,7 @@ class BatchTransformOperator(AwsTransformJobParams, BatchStepOperator):
         self.model_client_config = model_client_config
         self.tags, self.kms_key_id, self.volume_kms_key_id = tags or {}, kms_key_id, volume_kms_key_id
         self.vpc_config, self.enable_network_isolation = vpc_config, enable_network_isolation
+        self.data_capture, self.model_package_name = data_capture, model_package_name
         self._try: TransformTry | None = None
         self._job_name: str | None = None
         self._job_done = False

@@ -32,15 +32,24 @@ from airflow_bt.transform.attempts import (
 )
 from airflow_bt.transform.backends.base import TransformBackend
 from airflow_bt.transform.fingerprint import versioned_model_name
-from airflow_bt.transform.request import build_model_request, build_transform_request, model_client_config
+from airflow_bt.transform.request import (
+    build_model_request,
+    build_transform_request,
+    data_capture,
+    model_client_config,
+)
 
 
 def _local_backend(op: Any, layout: RunLayout) -> TransformBackend:
     from airflow_bt.transform.backends.local_jobs import LocalBackend
     from airflow_bt.transform.secrets import masked_secrets
 
+    def describe_package(name: str) -> dict[str, Any]:  # only a model from a Model Registry package needs it
+        return dict(op.transform_hook.sagemaker.get_conn().describe_model_package(ModelPackageName=name))
+
     return LocalBackend(op.hook.storage(layout.run_prefix), join_uri(layout.run_prefix, "transform"),
                         aws_conn_id=op.aws_conn_id, log=op.log, mask=masked_secrets,
+                        describe_package=describe_package,
                         dead_letter=as_bool("dead_letter", op.dead_letter),
                         dead_letter_max_records=required_int("dead_letter_max_records", op.dead_letter_max_records))
 
@@ -134,7 +143,8 @@ class TransformTry:
                 instance_count=instance_count, batch_strategy=op.batch_strategy, max_payload_mb=op.max_payload_mb,
                 max_concurrent_transforms=op.max_concurrent_transforms, environment=op.environment,
                 data_processing=_data_processing(op), model_client_config=model_client_config(op.model_client_config),
-                tags=op.tags, output_kms_key_id=op.kms_key_id or None, volume_kms_key_id=op.volume_kms_key_id or None)
+                tags=op.tags, output_kms_key_id=op.kms_key_id or None, volume_kms_key_id=op.volume_kms_key_id or None,
+                data_capture_config=data_capture(op.data_capture))
         except ValueError as exc:
             raise AirflowFailException(str(exc)) from exc
 
@@ -152,7 +162,7 @@ class TransformTry:
 
     def create_job(self, job_name: str, plan: RetryPlan) -> dict[str, Any] | None:
         """Create the model (if this try builds it) and the job over the shards ``plan`` leaves."""
-        from airflow_bt.transform.spec import TransformSpecError, validate_transform_request
+        from airflow_bt.transform.spec import TransformSpecError, validate_model_request, validate_transform_request
 
         self.reused_shards = len(plan.reused)
         instance_count = min(self.instance_count, self.shard_count - len(plan.reused))
@@ -162,7 +172,11 @@ class TransformTry:
         except TransformSpecError as exc:
             raise AirflowFailException(f"invalid transform request: {exc}") from exc
         if self.model_request is not None:
-            self.backend.ensure_model(self.model_request)
+            try:
+                validate_model_request(self.model_request)
+                self.backend.ensure_model(self.model_request)
+            except TransformSpecError as exc:  # e.g. a model package that does not exist: a retry cannot help
+                raise AirflowFailException(f"invalid model request: {exc}") from exc
         self.op.log.info("transform job %s: %d of %d shard(s), %d record(s), %d instance(s) of %s, model %s, "
                          "backend %s", job_name, self.shard_count - len(plan.reused), self.shard_count,
                          self.summary["records"], instance_count, self.op.instance_type, self.model_name,
@@ -248,8 +262,10 @@ def _model_request(op: Any) -> dict[str, Any]:
     if op.model_config:
         return dict(op.model_config)
     try:
+        package = op.model_package_name or None
         return build_model_request(
-            model_name=op.model_name, model_data_url=op.model_data_url, image=op.image,
+            model_name=op.model_name, model_data_url=op.model_data_url, image=None if package else op.image,
+            model_package_name=package,
             environment=op.model_environment, execution_role_arn=op.execution_role_arn or None, tags=op.tags,
             vpc=op.vpc_config, enable_network_isolation=as_bool("enable_network_isolation",
                                                                  op.enable_network_isolation))

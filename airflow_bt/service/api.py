@@ -35,6 +35,7 @@ from typing import Any
 
 from airflow_bt.service.errors import ServiceError, resource_in_use, resource_not_found, validation
 from airflow_bt.service.runner import JobRunner
+from airflow_bt.transform.model_package import resolve_model_package
 from airflow_bt.transform.runtime.policy import EnginePolicy
 from airflow_bt.transform.secrets import masked_environment
 from airflow_bt.transform.spec import TransformSpecError, validate_model_request, validate_transform_request
@@ -148,6 +149,8 @@ class SageMakerApi:
         "CreateModel": "create_model",
         "DescribeModel": "describe_model",
         "DeleteModel": "delete_model",
+        "CreateModelPackage": "create_model_package",
+        "DescribeModelPackage": "describe_model_package",
         "CreateTransformJob": "create_transform_job",
         "DescribeTransformJob": "describe_transform_job",
         "ListTransformJobs": "list_transform_jobs",
@@ -166,6 +169,8 @@ class SageMakerApi:
         self.stop_grace = stop_grace
         self.runner_factory = runner_factory
         self.models: dict[str, dict[str, Any]] = {}
+        self.runnable: dict[str, dict[str, Any]] = {}  # model name -> the CreateModel request a job runs
+        self.packages: dict[str, dict[str, Any]] = {}  # model package name -> DescribeModelPackage
         self.jobs: dict[str, TransformJob] = {}
         self._lock = threading.RLock()
         self._closed = False
@@ -189,7 +194,8 @@ class SageMakerApi:
     def create_model(self, body: dict[str, Any]) -> dict[str, Any]:
         try:
             validate_model_request(body)
-            self.policy.check_model(body)
+            runnable = resolve_model_package(body, self._package)
+            self.policy.check_model(runnable)
         except TransformSpecError as exc:
             raise validation(str(exc)) from None
         name = body["ModelName"]
@@ -198,6 +204,7 @@ class SageMakerApi:
             if name in self.models:
                 raise validation(f'Cannot create already existing model "{arn}".')
             self.models[name] = {**copy.deepcopy(body), "ModelArn": arn, "CreationTime": _now()}
+            self.runnable[name] = runnable
         _log.info("created model %s", name)
         return {"ModelArn": arn}
 
@@ -221,8 +228,52 @@ class SageMakerApi:
         self._model(name)
         with self._lock:
             self.models.pop(name, None)
+            self.runnable.pop(name, None)
         _log.info("deleted model %s", name)
         return {}
+
+    # -- model packages (a Model Registry of one account: what CreateModel's ModelPackageName names) -----
+
+    def create_model_package(self, body: dict[str, Any]) -> dict[str, Any]:
+        """An unversioned package (``ModelPackageName``) or the next version of a group
+        (``ModelPackageGroupName``), with one inference container."""
+        group = body.get("ModelPackageGroupName")
+        name = body.get("ModelPackageName")
+        if bool(group) == bool(name):
+            raise validation("give exactly one of ModelPackageName and ModelPackageGroupName")
+        containers = (body.get("InferenceSpecification") or {}).get("Containers")
+        if not isinstance(containers, list) or not containers or not all(
+                isinstance(c, dict) and isinstance(c.get("Image"), str) for c in containers):
+            raise validation("InferenceSpecification.Containers needs at least one container with an Image")
+        with self._lock:
+            if group:
+                version = 1 + sum(1 for p in self.packages.values() if p.get("ModelPackageGroupName") == group)
+                key = f"{group}/{version}"
+            else:
+                key, version = str(name), None
+            if key in self.packages:
+                raise validation(f'Model package "{key}" already exists.')
+            arn = self.arn("model-package", key)
+            package = {**copy.deepcopy(body), "ModelPackageName": str(group or name), "ModelPackageArn": arn,
+                       "ModelPackageStatus": "Completed", "CreationTime": _now()}
+            if version is not None:
+                package["ModelPackageVersion"] = version
+            self.packages[key] = package
+        _log.info("created model package %s", key)
+        return {"ModelPackageArn": arn}
+
+    def _package(self, name: str) -> dict[str, Any]:
+        """A package by name, ``group/version`` or ARN."""
+        key = name.split(":model-package/", 1)[1] if ":model-package/" in name else name
+        with self._lock:
+            package = self.packages.get(key) or next(
+                (p for k, p in self.packages.items() if k.lower() == key.lower()), None)
+        if package is None:
+            raise validation(f'Model package "{name}" does not exist.')
+        return copy.deepcopy(package)
+
+    def describe_model_package(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._package(str(body.get("ModelPackageName")))
 
     # -- transform jobs ---------------------------------------------------------------------------------
 
@@ -239,8 +290,8 @@ class SageMakerApi:
             if name in self.jobs:
                 raise resource_in_use(f"Job name must be unique within an AWS account and region, and a job "
                                       f"with this name already exists ({arn})")
-            model = self._model(body["ModelName"])
-            model_request = {k: copy.deepcopy(v) for k, v in model.items() if k not in ("ModelArn", "CreationTime")}
+            self._model(body["ModelName"])
+            model_request = copy.deepcopy(self.runnable[body["ModelName"]])
             try:  # what the requests name directly; the worker's engine checks every other URI it opens
                 self.policy.check_request(body, model_request)
             except TransformSpecError as exc:

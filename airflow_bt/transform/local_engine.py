@@ -158,7 +158,30 @@ def run_transform_job(
     monitor.total = len(objects)
     if objects and not job.stopping():
         _run_instances(job, objects, storages, monitor)
-    return _describe(job, objects, monitor, input_error, started_at)
+    description = _describe(job, objects, monitor, input_error, started_at)
+    if request.get("DataCaptureConfig"):
+        _capture(job, monitor, policy.guard(_resolver(storages, aws_conn_id)), description)
+    return description
+
+
+def _capture(job: _Job, monitor: _Monitor, storage_for: StorageResolver, description: dict[str, Any]) -> None:
+    """``DataCaptureConfig``: manifests of the objects the job read and wrote (:mod:`.data_capture`)."""
+    from airflow_bt.transform.data_capture import write_capture
+
+    config = job.request["DataCaptureConfig"]
+    done = sorted((r for r in monitor.results if not r.error), key=lambda r: r.index)
+    try:
+        written = write_capture(storage_for(config["DestinationS3Uri"]), config, job.name,
+                                description["TransformEndTime"], [r.uri for r in done], [r.out_uri for r in done])
+    except Exception as exc:  # the job's outputs stand; the capture is what is missing, and the job says so
+        description["TransformJobStatus"] = "Failed"
+        description["FailureReason"] = f"data capture to {config['DestinationS3Uri']} failed: " \
+                                       f"{type(exc).__name__}: {exc}"[:1024]
+        job.log.error("transform job %s: %s", job.name, description["FailureReason"])
+        return
+    description["DataCaptureConfig"] = dict(config)
+    for kind, uri in written.items():
+        job.log.info("transform job %s: data capture of its %s -> %s", job.name, kind, uri)
 
 
 def _check_job(request: dict[str, Any], model_request: dict[str, Any], policy: EnginePolicy,

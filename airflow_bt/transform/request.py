@@ -38,6 +38,7 @@ def build_transform_request(
     tags: dict[str, str] | None = None,
     output_kms_key_id: str | None = None,
     volume_kms_key_id: str | None = None,
+    data_capture_config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A ``CreateTransformJob`` request; unset optional knobs are left out, as the API expects."""
     request: dict[str, Any] = {
@@ -76,6 +77,8 @@ def build_transform_request(
         request["DataProcessing"] = dict(data_processing)
     if model_client_config:
         request["ModelClientConfig"] = {k: _int(k, v) for k, v in model_client_config.items()}
+    if data_capture_config:
+        request["DataCaptureConfig"] = dict(data_capture_config)
     if tags:
         request["Tags"] = as_tags(tags)
     return request
@@ -98,6 +101,25 @@ def model_client_config(settings: dict[str, Any] | None) -> dict[str, int] | Non
     return {names[k]: _int(f"model_client_config.{k}", v) for k, v in settings.items()}
 
 
+def data_capture(settings: dict[str, Any] | None) -> dict[str, str] | None:
+    """``{destination_s3_uri, kms_key_id}`` as the API's ``DataCaptureConfig``.
+
+    ``generate_inference_id`` is refused: SageMaker then appends an inference id and time to every output
+    record, which the publish step would read as extra prediction columns."""
+    if not settings:
+        return None
+    names = {"destination_s3_uri": "DestinationS3Uri", "kms_key_id": "KmsKeyId"}
+    if "generate_inference_id" in settings:
+        raise ValueError("data_capture.generate_inference_id is not supported: SageMaker appends the inference id "
+                         "and time to every output record, which publish would take for prediction columns")
+    unknown = sorted(set(settings) - set(names))
+    if unknown:
+        raise ValueError(f"data_capture: unknown setting(s) {', '.join(unknown)}; known: {', '.join(names)}")
+    if not settings.get("destination_s3_uri"):
+        raise ValueError("data_capture needs destination_s3_uri (where the captured input and output go)")
+    return {names[k]: str(v) for k, v in settings.items() if v not in (None, "")}
+
+
 def vpc_config(settings: dict[str, Any] | None) -> dict[str, list[str]] | None:
     """``{security_group_ids, subnets}`` as the API's ``VpcConfig``."""
     if not settings:
@@ -112,16 +134,27 @@ def build_model_request(
     *,
     model_name: str,
     model_data_url: str | None,
-    image: str,
+    image: str | None,
     environment: dict[str, str] | None = None,
     execution_role_arn: str | None = None,
     tags: dict[str, str] | None = None,
     vpc: dict[str, Any] | None = None,
     enable_network_isolation: bool = False,
+    model_package_name: str | None = None,
 ) -> dict[str, Any]:
-    """A ``CreateModel`` request for a single-container model."""
-    container: dict[str, Any] = {"Image": image}
-    if model_data_url:
+    """A ``CreateModel`` request for a single-container model: from ``image`` (+ ``model_data_url``), or
+    from a Model Registry package (``model_package_name``: a name or ARN, which names both)."""
+    container: dict[str, Any]
+    if model_package_name:
+        if model_data_url:
+            raise ValueError("model_package_name and model_data_url are exclusive: the model package names its "
+                             "artifact and image")
+        container = {"ModelPackageName": str(model_package_name)}
+    else:
+        if not image:
+            raise ValueError("the model needs an image (with model_data_url), or a model_package_name")
+        container = {"Image": image}
+    if model_data_url and not model_package_name:
         container["ModelDataUrl"] = model_data_url
     if environment:
         container["Environment"] = {str(k): str(v) for k, v in environment.items()}

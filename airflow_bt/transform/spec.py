@@ -39,6 +39,10 @@ NAME_MAX = 63
 ENV_KEY_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,1023}$")
 INSTANCE_TYPE_RE = re.compile(r"^(ml\.[a-z0-9.\-]+|local|local_gpu)$")
 URI_SCHEMES = ("s3://", "file://")
+KMS_KEY_RE = re.compile(r"^[a-zA-Z0-9:/_-]*$")
+#: A model package's name, or its ARN (a versioned package: ``.../model-package/<group>/<version>``).
+MODEL_PACKAGE_RE = re.compile(r"^(arn:aws[a-z\-]*:sagemaker:[a-z0-9\-]*:[0-9]{12}:[a-z\-]*/)?"
+                              r"([a-zA-Z0-9]([a-zA-Z0-9-]){0,62})(?<!-)(/[0-9]{1,5})?$")
 
 ASSEMBLE_WITH = ("None", "Line")
 S3_DATA_TYPES = ("S3Prefix", "ManifestFile")
@@ -266,9 +270,16 @@ def validate_transform_request(req: Mapping[str, Any]) -> None:
 
     if req.get("DataProcessing") is not None:
         _data_processing(req, tin, tout)
-    for key in ("DataCaptureConfig", "ExperimentConfig"):
-        if req.get(key) is not None:
-            _mapping(req[key], key)
+    if req.get("DataCaptureConfig") is not None:
+        capture = _mapping(req["DataCaptureConfig"], "DataCaptureConfig")
+        _keys(capture, "DataCaptureConfig", {"DestinationS3Uri", "KmsKeyId", "GenerateInferenceId"},
+              ("DestinationS3Uri",))
+        _uri(capture, "DestinationS3Uri", "DataCaptureConfig")
+        _str(capture, "KmsKeyId", "DataCaptureConfig", max_len=2048, pattern=KMS_KEY_RE)
+        if capture.get("GenerateInferenceId") is not None and not isinstance(capture["GenerateInferenceId"], bool):
+            raise TransformSpecError("DataCaptureConfig.GenerateInferenceId", "must be a boolean")
+    if req.get("ExperimentConfig") is not None:
+        _mapping(req["ExperimentConfig"], "ExperimentConfig")
     _tags(req)
 
 
@@ -276,7 +287,8 @@ def validate_model_request(req: Mapping[str, Any]) -> None:
     """Raise :class:`TransformSpecError` unless ``req`` is a valid ``CreateModel`` request.
 
     Only ``PrimaryContainer`` models are accepted (multi-container ``Containers`` are not);
-    the container needs ``Image`` and/or ``ModelDataUrl``.
+    the container needs ``Image`` and/or ``ModelDataUrl``, or else a ``ModelPackageName`` (a Model
+    Registry package, which names both).
     """
     req = _mapping(req, "CreateModel request")
     _keys(req, "", _MODEL_KEYS, ("ModelName",))
@@ -290,8 +302,14 @@ def validate_model_request(req: Mapping[str, Any]) -> None:
     _keys(pc, "PrimaryContainer", _CONTAINER_KEYS)
     _str(pc, "Image", "PrimaryContainer", max_len=255)
     _uri(pc, "ModelDataUrl", "PrimaryContainer")
-    if not pc.get("Image") and not pc.get("ModelDataUrl"):
-        raise TransformSpecError("PrimaryContainer", "needs Image and/or ModelDataUrl")
+    if _str(pc, "ModelPackageName", "PrimaryContainer", max_len=176, pattern=MODEL_PACKAGE_RE):
+        given = [key for key in ("Image", "ModelDataUrl") if pc.get(key)]
+        if given:
+            raise TransformSpecError(f"PrimaryContainer.{given[0]}",
+                                     "must not be set with ModelPackageName: the package names its image and "
+                                     "artifact")
+    elif not pc.get("Image") and not pc.get("ModelDataUrl"):
+        raise TransformSpecError("PrimaryContainer", "needs Image and/or ModelDataUrl, or ModelPackageName")
     _str(pc, "Mode", "PrimaryContainer", choices=("SingleModel", "MultiModel"))
     _environment(pc, "Environment", "PrimaryContainer", 100, 1024)
     _str(req, "ExecutionRoleArn", "", max_len=2048)

@@ -290,6 +290,34 @@ def test_every_request_setting_reaches_the_job_and_the_model_and_botocore_accept
     assert model["EnableNetworkIsolation"] is True
 
 
+def test_data_capture_and_a_model_package_reach_the_requests_and_botocore_accepts_them(shards):
+    hook = FakeHook()
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:model-package/churn/3"
+    operator(shards, hook, create_model=True, model_package_name=arn, model_data_url=None,
+             data_capture={"destination_s3_uri": "s3://bucket/capture/churn", "kms_key_id": "alias/capture"},
+             model_environment={"CHURN_PREDICT_THREADS": "1"}).execute(context(1))
+    (request,) = hook.created
+    (model,) = hook.models.values()
+    assert request["DataCaptureConfig"] == {"DestinationS3Uri": "s3://bucket/capture/churn",
+                                            "KmsKeyId": "alias/capture"}
+    assert model["PrimaryContainer"] == {"ModelPackageName": arn, "Environment": {"CHURN_PREDICT_THREADS": "1"}}
+
+
+@pytest.mark.parametrize(("setting", "match"), [
+    ({"data_capture": {"kms_key_id": "k"}}, "data_capture needs destination_s3_uri"),
+    ({"data_capture": {"destination_s3_uri": "s3://b/c", "generate_inference_id": True}}, "generate_inference_id"),
+    ({"data_capture": {"destination_s3_uri": "gs://b/c"}}, "DataCaptureConfig.DestinationS3Uri"),
+    ({"model_package_name": "churn/3/x"}, "PrimaryContainer.ModelPackageName"),
+    ({"model_package_name": "churn", "model_data_url": LOCAL_ARTIFACT}, "model_package_name and model_data_url"),
+])
+def test_a_bad_capture_or_package_setting_fails_before_anything_is_created(shards, setting, match):
+    hook = FakeHook()
+    settings = {"model_data_url": None if "model_package_name" in setting else LOCAL_ARTIFACT, **setting}
+    with pytest.raises(AirflowFailException, match=match):
+        operator(shards, hook, create_model=True, **settings).execute(context(1))
+    assert hook.created == [] and hook.models == {}
+
+
 @pytest.mark.parametrize(("setting", "match"), [
     ({"model_client_config": {"timeout": 5}}, "model_client_config: unknown setting"),
     ({"model_client_config": {"max_retries": 7}}, "InvocationsMaxRetries"),

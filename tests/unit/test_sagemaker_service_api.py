@@ -122,3 +122,26 @@ def test_file_uris_are_a_local_extension_off_by_default():
     strict = SageMakerApi(runner_factory=FakeRunner, allow_model_code=True)
     assert code(lambda: strict.handle("CreateModel", {"ModelName": "m", "PrimaryContainer": {
         "ModelDataUrl": "file:///models/m.tar.gz"}})) == "ValidationException"
+
+
+def test_a_model_from_a_registered_package_runs_the_packages_container():
+    api = SageMakerApi(runner_factory=FakeRunner, allow_model_code=True)
+    spec = {"Containers": [{"Image": "sklearn:1.2", "ModelDataUrl": "s3://b/v2/model.tar.gz",
+                            "Environment": {"A": "package", "B": "package"}}]}
+    first = api.handle("CreateModelPackage", {"ModelPackageGroupName": "churn", "InferenceSpecification": spec})
+    second = api.handle("CreateModelPackage", {"ModelPackageGroupName": "churn", "InferenceSpecification": spec})
+    assert (first["ModelPackageArn"].endswith("model-package/churn/1")
+            and second["ModelPackageArn"].endswith("model-package/churn/2"))
+    assert api.handle("DescribeModelPackage", {"ModelPackageName": second["ModelPackageArn"]})[
+        "ModelPackageVersion"] == 2
+    api.handle("CreateModel", {"ModelName": "m", "PrimaryContainer": {
+        "ModelPackageName": second["ModelPackageArn"], "Environment": {"B": "model"}}})
+    assert api.handle("DescribeModel", {"ModelName": "m"})["PrimaryContainer"]["ModelPackageName"] == \
+        second["ModelPackageArn"]  # described as created
+    runner = create(api, "job")
+    assert runner.model["PrimaryContainer"] == {"Image": "sklearn:1.2", "ModelDataUrl": "s3://b/v2/model.tar.gz",
+                                                "Environment": {"A": "package", "B": "model"}}
+    assert code(lambda: api.handle("CreateModel", {"ModelName": "n", "PrimaryContainer": {
+        "ModelPackageName": "churn/9"}})) == "ValidationException"
+    assert code(lambda: api.handle("CreateModel", {"ModelName": "n", "PrimaryContainer": {
+        "ModelPackageName": "churn/1", "Image": "x"}})) == "ValidationException"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from engine_helpers import inline_handler
 
-from airflow_bt.compat import AirflowException
+from airflow_bt.compat import AirflowException, AirflowFailException
 from airflow_bt.operators.transform import BatchTransformOperator
 from airflow_bt.steps.layout import RunLayout
 from airflow_bt.steps.shard import shard_partition
@@ -53,9 +56,9 @@ def run(tmp_path: Path) -> dict[str, Any]:
 
 def predictions(run: dict[str, Any], **settings: Any) -> list[str]:
     ti = type("TI", (), {"try_number": 1, "xcom_push": lambda *a, **k: None})()
+    settings = {"model_data_url": run["model"], **settings}
     op = BatchTransformOperator(task_id="transform", shards=run["shards"], model_name="fields", image="local/handler",
-                                model_data_url=run["model"], backend="local", batch_strategy="SingleRecord",
-                                aws_conn_id=None, **settings)
+                                backend="local", batch_strategy="SingleRecord", aws_conn_id=None, **settings)
     result = op.execute({"ti": ti, "ds": "2026-06-24"})  # type: ignore[arg-type]
     out = Path(result["output_uri"].removeprefix("file://"))
     return [line for path in sorted(out.glob("*.out")) for line in path.read_text().splitlines()]
@@ -82,3 +85,41 @@ def test_model_client_config_sets_the_retries_of_a_request(run):
     assert predictions(run, model_client_config={"max_retries": 1},
                        model_environment={"FAIL_FIRST_DIR": str(run["tmp"] / "faults-b")}) == [
         f"3,{i}" for i in range(1, 7)]
+
+
+def test_data_capture_records_what_the_job_read_and_wrote(run):
+    capture = (run["tmp"] / "capture").as_uri()
+    assert predictions(run, data_capture={"destination_s3_uri": capture}) == [f"3,{i}" for i in range(1, 7)]
+    manifests = {p.parts[-6]: p for p in (run["tmp"] / "capture").rglob("*.json")}
+    assert sorted(manifests) == ["input", "output"]
+    for kind, path in manifests.items():
+        assert re.fullmatch(r"\d{4}/\d{2}/\d{2}/\d{2}/bt-fields-20260624-[a-z0-9-]+\.json",
+                            "/".join(path.parts[-5:])), path
+        prefix, *keys = json.loads(path.read_text())
+        objects = [Path(prefix["prefix"].removeprefix("file://") + key) for key in keys]
+        assert objects and all(p.exists() for p in objects)
+        assert all(p.suffix == (".out" if kind == "output" else ".csv") for p in objects)
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """moto's SageMaker, where a model package can be registered (the AWS connection finds it there)."""
+    import boto3
+    from moto import mock_aws
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield boto3.client("sagemaker", region_name="us-east-1")
+
+
+def test_a_model_package_runs_the_container_and_artifact_it_names(run, registry):
+    arn = registry.create_model_package(
+        ModelPackageName="fields", InferenceSpecification={
+            "Containers": [{"Image": "local/handler", "ModelDataUrl": run["model"]}],
+            "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["text/csv"]})["ModelPackageArn"]
+    assert predictions(run, model_package_name=arn, model_data_url=None, input_filter="$[1:]") == [
+        f"2,{i * 2}" for i in range(1, 7)]
+    with pytest.raises(AirflowFailException, match=r"PrimaryContainer\.ModelPackageName: model package 'missing'"):
+        predictions(run, model_package_name="missing", model_data_url=None)

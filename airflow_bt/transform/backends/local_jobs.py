@@ -29,6 +29,7 @@ from typing import Any
 from airflow_bt.logs import LogLike
 from airflow_bt.storage import ObjectExistsError, ObjectNotFoundError, Storage, join_uri
 from airflow_bt.transform.backends.base import TransformBackend
+from airflow_bt.transform.model_package import DescribePackage, package_of, resolve_model_package
 from airflow_bt.transform.status import JobWaitTimeout, TransformJobStatus
 
 #: Seconds a stop waits for the engine to finish its cleanup (instance processes, model servers).
@@ -36,7 +37,8 @@ STOP_GRACE_S = 30.0
 DIED_WITH_TASK = ("the task process that ran this local job ended before the job did (a crash, a kill or a "
                   "timeout of that try); the shards it finished are reused")
 _DESCRIBED = ("ModelName", "MaxConcurrentTransforms", "MaxPayloadInMB", "BatchStrategy", "ModelClientConfig",
-              "Environment", "TransformInput", "TransformOutput", "TransformResources", "DataProcessing")
+              "Environment", "TransformInput", "TransformOutput", "TransformResources", "DataProcessing",
+              "DataCaptureConfig")
 
 
 def _now() -> str:
@@ -63,6 +65,8 @@ class LocalBackend(TransformBackend):
     :param mask: returns a copy of a request with secret-named environment values hidden.
     :param dead_letter: isolate the records the model rejects (:mod:`airflow_bt.transform.dead_letter`).
     :param dead_letter_max_records: more rejected records than this fail the job.
+    :param describe_package: ``DescribeModelPackage`` for a model made from a Model Registry package
+        (:mod:`airflow_bt.transform.model_package`); the engine runs the container the package names.
     """
 
     name = "local"
@@ -71,7 +75,7 @@ class LocalBackend(TransformBackend):
 
     def __init__(self, store: Storage, jobs_prefix: str, *, aws_conn_id: str | None, log: LogLike,
                  mask: Callable[[dict[str, Any]], dict[str, Any]] = copy.deepcopy, dead_letter: bool = False,
-                 dead_letter_max_records: int = 100) -> None:
+                 dead_letter_max_records: int = 100, describe_package: DescribePackage | None = None) -> None:
         self.store = store
         self.jobs_prefix = jobs_prefix
         self.aws_conn_id = aws_conn_id
@@ -79,6 +83,7 @@ class LocalBackend(TransformBackend):
         self.mask = mask
         self.dead_letter = dead_letter
         self.dead_letter_max_records = dead_letter_max_records
+        self.describe_package = describe_package
         self._models: dict[str, dict[str, Any]] = {}
         self._running: dict[str, _Running] = {}
 
@@ -98,6 +103,15 @@ class LocalBackend(TransformBackend):
 
     def ensure_model(self, model_request: dict[str, Any]) -> str:
         name = str(model_request["ModelName"])
+        package = package_of(model_request)
+        if package is not None:
+            if self.describe_package is None:
+                raise ValueError(f"model {name} names model package {package}, and this backend was given no "
+                                 "way to describe model packages")
+            model_request = resolve_model_package(model_request, self.describe_package)
+            self.log.info("model %s: model package %s runs image %s with %s", name, package,
+                          model_request["PrimaryContainer"]["Image"],
+                          model_request["PrimaryContainer"].get("ModelDataUrl", "no artifact"))
         self._models[name] = copy.deepcopy(model_request)
         return name
 

@@ -94,6 +94,7 @@ def request_uris(request: Mapping[str, Any]) -> list[tuple[str, str]]:
          ((request.get("TransformInput") or {}).get("DataSource") or {}).get("S3DataSource", {}).get("S3Uri")),
         ("TransformOutput.S3OutputPath", (request.get("TransformOutput") or {}).get("S3OutputPath")),
         (f"Environment.{SUBMIT_DIRECTORY_ENV}", (request.get("Environment") or {}).get(SUBMIT_DIRECTORY_ENV)),
+        ("DataCaptureConfig.DestinationS3Uri", (request.get("DataCaptureConfig") or {}).get("DestinationS3Uri")),
     ]
     return _uris(found)
 
