@@ -21,9 +21,9 @@ ENV
 # shellcheck disable=SC1091
 source "$HOME_DIR/activate"
 
-if [ ! -d "$DATA/input/churn/dt=$DS" ]; then
-  echo "== making demo data (3 days x 100,000 customers) under $DATA/input/churn"
-  "$PY" -m airflow_bt.demo data --root "$DATA" --start 2026-06-22 --end 2026-06-24 --rows 100000 --files 4
+if [ ! -d "$DATA/input/churn/dt=$DS" ] || [ ! -d "$DATA/input/churn_parquet/dt=$DS" ]; then
+  echo "== making demo data (3 days x 100,000 customers) under $DATA/input/churn, and its Parquet copy"
+  "$PY" -m airflow_bt.demo data --root "$DATA" --start 2026-06-22 --end 2026-06-24 --rows 100000 --files 4 --parquet
 fi
 if [ ! -f "$DATA/models/churn/model.tar.gz" ]; then
   echo "== training the demo model -> $DATA/models/churn/model.tar.gz"
@@ -48,5 +48,14 @@ airflow-bt latest "file://$DATA/output/churn" --ds "$DS"
 "$PY" -c "print('wall time        : %.1f s (airflow dags test, log: %s)' % ($end - $start, '$HOME_DIR/dags-test.log'))"
 echo
 airflow-bt runs "file://$DATA/output/churn" --ds "$DS"
+
+echo
+echo "== airflow dags test churn_parquet_nightly_scoring $DS (Parquet in, typed Parquet out)"
+if ! airflow dags test churn_parquet_nightly_scoring "$DS" > "$HOME_DIR/dags-test-parquet.log" 2>&1; then
+  tail -n 60 "$HOME_DIR/dags-test-parquet.log"
+  echo "the DAG run failed; the full log is $HOME_DIR/dags-test-parquet.log" >&2
+  exit 1
+fi
+airflow-bt latest "file://$DATA/output/churn_parquet" --ds "$DS"
 echo
 echo "Use this Airflow afterwards: source $HOME_DIR/activate && airflow dags list"

@@ -50,6 +50,11 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--files", type=int, default=4, help="files per date (default: 4)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--model", default="churn", help="model name in the path (default: churn)")
+    parser.add_argument(
+        "--parquet",
+        action="store_true",
+        help="also write a typed Parquet copy of each day under <root>/input/<model>_parquet/dt=<ds>/",
+    )
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +66,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_data(args: argparse.Namespace) -> int:
     """Generate the partitions and print what was written."""
-    from airflow_bt.demo.data import generate_range, split_rows
+    from airflow_bt.demo.data import generate_range, parquet_folder, split_rows
 
     started = time.perf_counter()
     partitions = generate_range(
@@ -72,12 +77,17 @@ def run_data(args: argparse.Namespace) -> int:
         rows=args.rows,
         files=args.files,
         seed=args.seed,
+        parquet=args.parquet,
     )
     seconds = time.perf_counter() - started
     per_file = split_rows(args.rows, args.files)
     for folder in partitions:
         size = sum(os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder))
         print(f"{folder}  {args.files} files  {args.rows} rows  {size / 1e6:.1f} MB")
+        if args.parquet:
+            copy = parquet_folder(folder)
+            size = sum(os.path.getsize(os.path.join(copy, name)) for name in os.listdir(copy))
+            print(f"{copy}  {args.files} files  {args.rows} rows  {size / 1e6:.1f} MB (Parquet)")
     total = args.rows * len(partitions)
     rate = total / seconds if seconds > 0 else float("inf")
     print(

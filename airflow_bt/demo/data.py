@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -362,11 +363,14 @@ def generate_range(
     rows: int = 100_000,
     files: int = 4,
     seed: int = 0,
+    parquet: bool = False,
 ) -> list[str]:
     """Write ``root/input/<model>/dt=<ds>/customers-000k.csv`` for every ds in ``[start, end]``.
 
     ``root_path`` is a local path or a ``file://`` URI; ``rows`` is per day (split over
-    ``files`` files); ``end`` defaults to ``start``. Returns the partition folders, in date order.
+    ``files`` files); ``end`` defaults to ``start``. With ``parquet``, also the typed Parquet copy of
+    each day, ``root/input/<model>_parquet/dt=<ds>/customers-000k.parquet`` (:func:`csv_to_parquet`).
+    Returns the CSV partition folders, in date order.
     """
     if start is None:
         raise ValueError("generate_range needs a start date (YYYY-MM-DD)")
@@ -374,5 +378,74 @@ def generate_range(
     for ds in _dates_between(start, end or start):
         folder = partition_folder(root_path, model, ds)
         generate_partition(folder, ds, rows, files=files, seed=seed)
+        if parquet:
+            parquet_copy(folder)
         partitions.append(folder)
     return partitions
+
+
+#: The Parquet copy's column types (``csv_to_parquet``): the demo's CSV text, typed as a lake table has it.
+PARQUET_TYPES: dict[str, str] = {
+    "customer_id": "string",
+    "signup_date": "date32",
+    "plan": "string",
+    "region": "string",
+    "tenure_months": "int64",
+    "monthly_charges": "float64",
+    "total_charges": "float64",
+    "support_calls": "int64",
+    "last_login_days": "int64",
+    "num_products": "int64",
+    "autopay": "int64",
+    "age": "int64",
+}
+
+
+def parquet_schema() -> Any:
+    """The ``pyarrow.Schema`` of the Parquet copy (pyarrow is imported here, not at module import)."""
+    import pyarrow as pa
+
+    return pa.schema([pa.field(name, pa.type_for_alias(PARQUET_TYPES[name])) for name in COLUMNS])
+
+
+def csv_to_parquet(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, compression: str = "snappy") -> int:
+    """Write the Parquet copy of one demo CSV file (typed as :data:`PARQUET_TYPES`, snappy, as an Athena
+    ``UNLOAD`` or a Spark job writes); streams record batches, so memory does not grow with the file.
+
+    Returns the rows written."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    schema = parquet_schema()
+    convert = pacsv.ConvertOptions(column_types=schema, strings_can_be_null=False)
+    rows = 0
+    reader = pacsv.open_csv(src, convert_options=convert, read_options=pacsv.ReadOptions(block_size=8 << 20))
+    with pq.ParquetWriter(dst, schema, compression=compression) as writer:
+        for batch in reader:
+            writer.write_batch(batch)
+            rows += batch.num_rows
+    return rows
+
+
+def parquet_folder(folder: str) -> str:
+    """Where the Parquet copy of the partition ``<root>/input/<model>/dt=<ds>`` goes:
+    ``<root>/input/<model>_parquet/dt=<ds>``."""
+    source = Path(folder)
+    return str(source.parent.parent / (source.parent.name + "_parquet") / source.name)
+
+
+def parquet_copy(folder: str) -> list[str]:
+    """Write ``customers-NNNN.parquet`` for each ``customers-NNNN.csv`` of ``folder`` into
+    :func:`parquet_folder` (stale copies removed) and return the paths, in order."""
+    source = Path(folder)
+    target = Path(parquet_folder(folder))
+    target.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for csv_file in sorted(p for p in source.iterdir() if _FILE_RE.match(p.name)):
+        path = target / (csv_file.stem + ".parquet")
+        csv_to_parquet(csv_file, path)
+        paths.append(str(path))
+    for stale in target.iterdir():
+        if stale.suffix == ".parquet" and str(stale) not in paths:
+            stale.unlink()
+    return paths

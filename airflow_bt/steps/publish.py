@@ -317,6 +317,7 @@ def publish_attempt(
         "columns": ([f["name"] for f in typed.describe()] if typed else
                     [*(header or "").split(","), *prediction_columns] if fmt == "csv" else None),
         **({"schema": typed.describe(), "schema_source": typed.schema_source} if typed else {}),
+        **({"columns_sent": summary["columns"]} if summary.get("columns") else {}),  # what the model saw
         "prediction_columns": list(prediction_columns),
         "input_records": rows_in + quarantined,
         "quarantined": quarantined,

@@ -14,9 +14,9 @@ DAYS = ("2026-06-23", "2026-06-24")
 
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
-    """Two small days of demo input (3 files x 1,000 rows each) and a small demo model."""
+    """Two small days of demo input (3 files x 1,000 rows each, and their Parquet copy) and a small demo model."""
     root = tmp_path_factory.mktemp("demo-data")
-    generate_range(str(root), "churn", DAYS[0], DAYS[1], rows=3000, files=3)
+    generate_range(str(root), "churn", DAYS[0], DAYS[1], rows=3000, files=3, parquet=True)
     train_model(str(root / "models" / "churn"), rows=4000)
     return root
 

@@ -67,3 +67,36 @@ def test_the_request_settings_reach_the_transform_task(tmp_path):
     assert task.vpc_config == {"security_group_ids": ["sg-1"], "subnets": ["s-1"]}
     with pytest.raises(ConfigError, match=r"setting `transform.enable_network_isolation`: expected bool"):
         load_config(write(tmp_path, GOOD + "  enable_network_isolation: maybe\n"))
+
+
+def test_data_capture_and_a_model_package_reach_the_transform_task(tmp_path):
+    from airflow_bt.dag_factory.factory import build_dag
+
+    text = GOOD + ("  model_package_name: churn-approved\n"
+                   "  data_capture: {destination_s3_uri: 's3://b/capture/', kms_key_id: alias/c}\n")
+    task = build_dag(load_config(write(tmp_path, text)), default_root=tmp_path.as_uri()).get_task("transform")
+    assert task.model_package_name == "churn-approved"
+    assert task.data_capture == {"destination_s3_uri": "s3://b/capture/", "kms_key_id": "alias/c"}
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("  data_capture: {kms_key_id: k}\n", r"bad\.yaml:6: setting `transform.data_capture`: data_capture needs "
+                                          r"destination_s3_uri"),
+    ("  model_client_config: {timeout: 3}\n", r"bad\.yaml:6: setting `transform.model_client_config`: "
+                                              r"model_client_config: unknown setting"),
+    ("  vpc_config: {subnets: [s]}\n", r"bad\.yaml:6: setting `transform.vpc_config`: vpc_config needs exactly"),
+    ("  model_package_name: churn\n  model_data_url: s3://b/m.tar.gz\n",
+     r"bad\.yaml:7: setting `transform.model_data_url`: remove it, or model_package_name"),
+])
+def test_request_settings_are_checked_when_the_config_is_parsed(tmp_path, extra, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, GOOD + extra))
+
+
+def test_the_shipped_parquet_config_sends_every_column_but_the_id():
+    config = load_config(REPO / "dags/configs/churn_parquet.yaml")
+    assert config["input"]["format"] == "parquet" and config["postprocess"]["format"] == "parquet"
+    from airflow_bt.demo.data import COLUMNS
+
+    assert config["input"]["columns"] == [c for c in COLUMNS if c != "customer_id"]
+    assert config["transform"]["environment"]["CHURN_INPUT_COLUMNS"] == ",".join(config["input"]["columns"])

@@ -27,6 +27,7 @@ from airflow_bt.demo.data import (
     generate_partition,
     generate_range,
     generate_training_set,
+    parquet_folder,
     split_rows,
 )
 from airflow_bt.demo.model import HANDLER_SOURCE, train_model
@@ -223,6 +224,44 @@ def test_handler_rejects_malformed_input(handler: tuple[ModuleType, Any], csv_ro
         module.input_fn(b"{}", "application/x-parquet")
     with pytest.raises(ValueError, match="unsupported accept"):
         module.output_fn(np.array([0.5]), "application/x-parquet")
+
+
+def test_handler_scores_the_columns_it_is_sent(
+    handler: tuple[ModuleType, Any], csv_rows: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CHURN_INPUT_COLUMNS: records without customer_id, in that order, score as the full rows do."""
+    module, model = handler
+    full = module.predict_fn(module.input_fn("\n".join(csv_rows), "text/csv"), model)
+    order = [c for c in COLUMNS if c != "customer_id"][::-1]
+    projected = [
+        ",".join(dict(zip(COLUMNS, row.split(","), strict=True))[c] for c in order) for row in csv_rows
+    ]
+    monkeypatch.setenv("CHURN_INPUT_COLUMNS", ",".join(order))
+    assert np.allclose(module.predict_fn(module.input_fn("\n".join(projected), "text/csv"), model), full)
+    with pytest.raises(ValueError, match="expected 11 columns"):
+        module.input_fn(csv_rows[0], "text/csv")
+    monkeypatch.setenv("CHURN_INPUT_COLUMNS", "age,height")
+    with pytest.raises(ValueError, match=r"CHURN_INPUT_COLUMNS names \['height'\]"):
+        module.input_fn("44,1.8", "text/csv")
+
+
+def test_parquet_copy_holds_the_csv_rows_typed(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (folder,) = generate_range(str(tmp_path), start="2026-06-24", rows=5003, files=2, parquet=True)
+    copies = sorted(Path(parquet_folder(folder)).glob("*.parquet"))
+    assert [p.name for p in copies] == ["customers-0001.parquet", "customers-0002.parquet"]
+    assert Path(parquet_folder(folder)) == tmp_path / "input" / "churn_parquet" / "dt=2026-06-24"
+    for csv_file, copy in zip(sorted(Path(folder).glob("*.csv")), copies, strict=True):
+        table = pq.read_table(copy)
+        assert table.schema.field("signup_date").type == pa.date32()
+        assert table.schema.field("monthly_charges").type == pa.float64()
+        frame = pd.read_csv(csv_file, dtype={"customer_id": str, "signup_date": str})
+        assert table.num_rows == len(frame)
+        assert table.column("customer_id").to_pylist() == frame["customer_id"].tolist()
+        assert [d.isoformat() for d in table.column("signup_date").to_pylist()] == frame["signup_date"].tolist()
+        assert table.column("total_charges").to_pylist() == frame["total_charges"].tolist()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ Contract:
 
 - ``model_fn(model_dir)`` loads the pipeline and the input column names;
 - ``input_fn(body, content_type)`` parses ``text/csv`` rows *without* a header (columns in
-  ``features.json`` order) or ``application/jsonlines`` objects; malformed input raises
-  ``ValueError`` naming the record and column;
+  ``features.json`` order, or ``CHURN_INPUT_COLUMNS``' order when that names the columns sent)
+  or ``application/jsonlines`` objects; malformed input raises ``ValueError`` naming the record
+  and column;
 - ``predict_fn(data, model)`` returns the churn probability of every record, using
   ``CHURN_PREDICT_THREADS`` OpenMP threads (default 1; 0 = the library default);
 - ``output_fn(prediction, accept)`` renders one line per record (``text/csv``: ``%.6f``;
@@ -230,6 +231,28 @@ def _parse_jsonlines(body: bytes, features: list[str]) -> pd.DataFrame:
     return _check(frame, features, "line", numbers)
 
 
+def _sent_columns(features: list[str]) -> list[str]:
+    """The columns each record carries, in order: ``CHURN_INPUT_COLUMNS`` (comma-separated, a subset of
+    the model's columns, e.g. without ``customer_id`` when the scoring job projects it away), else all."""
+    raw = os.environ.get("CHURN_INPUT_COLUMNS", "").strip()
+    if not raw:
+        return features
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    unknown = [name for name in names if name not in features]
+    if unknown:
+        raise ValueError(f"CHURN_INPUT_COLUMNS names {unknown}, which are not the model's columns {features}")
+    return names
+
+
+def _complete(frame: pd.DataFrame, features: list[str]) -> pd.DataFrame:
+    """Add the model's columns the records did not carry (empty strings, or NaN for numbers, which the
+    model rejects if it reads them) and put every column in the model's order."""
+    for name in features:
+        if name not in frame.columns:
+            frame[name] = "" if name in STRING_COLUMNS else np.nan
+    return frame[features]
+
+
 def input_fn(request_body: bytes | str, content_type: str) -> pd.DataFrame:
     """Parse a request into a DataFrame with the model's input columns.
 
@@ -238,12 +261,13 @@ def input_fn(request_body: bytes | str, content_type: str) -> pd.DataFrame:
     ``ValueError`` for other content types and for records the model cannot score.
     """
     features = _current_features()
+    sent = _sent_columns(features)
     media = _media_type(content_type)
     body = _to_bytes(request_body)
     if media in CSV_TYPES:
-        return _parse_csv(body, features)
+        return _complete(_parse_csv(body, sent), features)
     if media in JSONLINES_TYPES:
-        return _parse_jsonlines(body, features)
+        return _complete(_parse_jsonlines(body, sent), features)
     raise ValueError(
         f"unsupported content type {content_type!r}: send text/csv (no header) or application/jsonlines"
     )
