@@ -9,6 +9,7 @@ rejected. The publish step pairs each shard with the first prefix that holds its
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
@@ -48,11 +49,33 @@ def line_blocks(stream: BinaryIO, size: int, count: bytes | None = None
         yield [strip_newline(tail)], tail.count(count) if count else 0, b'"' in tail
 
 
+def _prediction_blocks(preds: BinaryIO) -> Iterator[tuple[list[bytes], int, int]]:
+    # predictions are short lines: smaller reads keep the number of line objects alive similar
+    return line_blocks(preds, max(1, JOIN_BLOCK // 4), b",")
+
+
 def checked_predictions(preds: BinaryIO, width: int, shard_key: str) -> Iterator[list[bytes]]:
     """The prediction lines, a block at a time, each checked to hold ``width`` values (commas counted per block)."""
+    return _checked(_prediction_blocks(preds), width, shard_key)
+
+
+def sniffed_predictions(preds: BinaryIO, width: int, shard_key: str) -> tuple[str, Iterator[list[bytes]]]:
+    """``("jsonl", blocks)`` when the model answered JSON objects (``application/jsonlines``), else
+    ``("csv", blocks)`` checked as :func:`checked_predictions` does: the answer, not the shard's format, tells
+    (JSON Lines shards may well get CSV predictions back)."""
+    blocks = _prediction_blocks(preds)
+    first = next(blocks, None)
+    if first is None:
+        return "csv", iter(())
+    chained = itertools.chain([first], blocks)
+    if first[0] and first[0][0].lstrip().startswith(b"{"):
+        return "jsonl", (lines for lines, _commas, _quoted in chained)
+    return "csv", _checked(chained, width, shard_key)
+
+
+def _checked(blocks: Iterator[tuple[list[bytes], int, int]], width: int, shard_key: str) -> Iterator[list[bytes]]:
     number = 0
-    # predictions are short lines: smaller reads keep the number of line objects alive similar
-    for lines, commas, _quoted in line_blocks(preds, max(1, JOIN_BLOCK // 4), b","):
+    for lines, commas, _quoted in blocks:
         if commas != len(lines) * (width - 1):
             for offset, pred in enumerate(lines, start=1):
                 if pred.count(b",") + 1 != width:

@@ -220,7 +220,7 @@ def _typed_settings(store: Storage, summary: dict[str, Any], prediction_columns:
     if input_format == out and out != "parquet":
         return None
     rows, source = rows_schema(store, summary, dict(schema or {}))
-    return TypedSettings(out, list(prediction_columns), dict(prediction_types or {}), compression, rows, source, fmt)
+    return TypedSettings(out, list(prediction_columns), dict(prediction_types or {}), compression, rows, source)
 
 
 def _publish_errors(store: Storage, summary: dict[str, Any], found: dict[str, ShardPredictions],

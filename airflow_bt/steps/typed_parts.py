@@ -15,6 +15,7 @@ and to the part together.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import decimal
 import json
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from airflow_bt.records.arrow_types import arrow_type
-from airflow_bt.steps.predictions import ReconcileError, checked_predictions, line_blocks
+from airflow_bt.steps.predictions import ReconcileError, sniffed_predictions
 from airflow_bt.storage.base import Storage
 
 OUTPUT_FORMATS = ("csv", "jsonl", "parquet")
@@ -45,7 +46,6 @@ class TypedSettings:
     compression: str
     schema: Any  # pyarrow.Schema of the rows (the input columns)
     schema_source: str  # parquet, postprocess.schema, inferred (or a mix, e.g. "postprocess.schema + inferred")
-    predictions_format: str  # how the model's lines are: csv (comma-separated values) or jsonl
 
     def output_schema(self) -> Any:
         import pyarrow as pa
@@ -173,12 +173,11 @@ class _Predictions:
     shard_key: str
     _pending: list[bytes] = field(default_factory=list)
     _blocks: Iterator[list[bytes]] | None = None
+    _format: str = "csv"
 
     def __post_init__(self) -> None:
-        width = len(self.settings.prediction_columns)
-        self._blocks = (checked_predictions(self.stream, width, self.shard_key)
-                        if self.settings.predictions_format == "csv"
-                        else (lines for lines, _n, _q in line_blocks(self.stream, 64 * 1024)))
+        self._format, self._blocks = sniffed_predictions(self.stream, len(self.settings.prediction_columns),
+                                                         self.shard_key)
 
     def take(self, count: int) -> list[Any]:
         assert self._blocks is not None
@@ -188,7 +187,7 @@ class _Predictions:
                 raise ReconcileError(f"shard {self.shard_key}: fewer predictions than input records")
             self._pending.extend(more)
         lines, self._pending = self._pending[:count], self._pending[count:]
-        return self._parse_csv(lines) if self.settings.predictions_format == "csv" else self._parse_json(lines)
+        return self._parse_csv(lines) if self._format == "csv" else self._parse_json(lines)
 
     def finish(self) -> None:
         assert self._blocks is not None
@@ -288,6 +287,14 @@ class _PartWriter:
         if self._writer is not None:
             self._writer.close()
 
+    def discard(self) -> None:
+        """End the writer on a failure while ``out`` is still open (the caller throws ``out`` away): a
+        writer left to the garbage collector would write its footer into a closed stream."""
+        writer, self._writer, self._held = self._writer, None, []
+        if writer is not None:
+            with contextlib.suppress(Exception):  # the part is being thrown away; what it holds does not matter
+                writer.close()
+
 
 def write_typed_part(store: Storage, summary: dict[str, Any], shard: dict[str, Any], predictions_uri: str,
                      out: BinaryIO, settings: TypedSettings, skip: AbstractSet[int] = frozenset()) -> int:
@@ -297,19 +304,23 @@ def write_typed_part(store: Storage, summary: dict[str, Any], shard: dict[str, A
     source = _RowSource(store, summary, shard, settings.schema)
     writer = _PartWriter(out, settings)
     first, written = 1, 0
-    with store.open_read(predictions_uri) as stream:
-        predictions = _Predictions(stream, settings, shard["key"])
-        for batch in source.batches():
-            count = batch.num_rows
-            if skip and any(first <= n < first + count for n in skip):
-                batch = batch.filter(pa.array([n not in skip for n in range(first, first + count)]))
-            first += count
-            answers = predictions.take(batch.num_rows)
-            writer.write(pa.RecordBatch.from_arrays([*batch.columns, *answers], schema=writer.schema))
-            written += batch.num_rows
-        predictions.finish()
-    if first - 1 != shard["records"]:
-        raise ReconcileError(f"shard {shard['key']}: its rows hold {first - 1} records but the shard step counted "
-                             f"{shard['records']}; nothing was published")
+    try:
+        with store.open_read(predictions_uri) as stream:
+            predictions = _Predictions(stream, settings, shard["key"])
+            for batch in source.batches():
+                count = batch.num_rows
+                if skip and any(first <= n < first + count for n in skip):
+                    batch = batch.filter(pa.array([n not in skip for n in range(first, first + count)]))
+                first += count
+                answers = predictions.take(batch.num_rows)
+                writer.write(pa.RecordBatch.from_arrays([*batch.columns, *answers], schema=writer.schema))
+                written += batch.num_rows
+            predictions.finish()
+        if first - 1 != shard["records"]:
+            raise ReconcileError(f"shard {shard['key']}: its rows hold {first - 1} records but the shard step "
+                                 f"counted {shard['records']}; nothing was published")
+    except BaseException:
+        writer.discard()
+        raise
     writer.close()
     return written

@@ -100,3 +100,17 @@ def test_the_shipped_parquet_config_sends_every_column_but_the_id():
 
     assert config["input"]["columns"] == [c for c in COLUMNS if c != "customer_id"]
     assert config["transform"]["environment"]["CHURN_INPUT_COLUMNS"] == ",".join(config["input"]["columns"])
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("input:\n  format: csv\n  columns: [a, b]\n", r"bad\.yaml:8: setting `input.columns`: applies to Parquet input"),
+    ("input:\n  columns: [a, a]\n", r"bad\.yaml:7: setting `input.columns`: a name appears twice"),
+    ("postprocess:\n  prediction_columns: [p]\n  prediction_types: {q: float64}\n",
+     r"bad\.yaml:8: setting `postprocess.prediction_types`: column 'q' is not one of \['p'\]"),
+    ("postprocess:\n  schema: {amount: money}\n",
+     r"bad\.yaml:7: setting `postprocess.schema`: column 'amount': unknown type 'money'"),
+    ("postprocess:\n  format: orc\n", r"bad\.yaml:7: setting `postprocess.format`: must be one of csv, jsonl, parquet"),
+])
+def test_format_settings_are_checked_when_the_config_is_parsed(tmp_path, extra, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, GOOD + extra))

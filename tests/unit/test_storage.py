@@ -172,3 +172,35 @@ def test_s3_reads_iterate_by_line_like_files(s3_bucket):
         assert list(stream) == lines
     with store.open_read(f"{s3_bucket}/lines.csv") as stream:
         assert stream.read(3) == b"0,\n" and stream.readline() == lines[1] and stream.read() == b"".join(lines[2:])
+
+
+def test_s3_ranged_reads_serve_a_parquet_reader_and_refuse_a_replaced_object(s3_bucket):
+    """pyarrow reads a Parquet object through ranged GETs pinned to the ETag it was listed with; an object
+    replaced meanwhile fails the read, naming it, instead of mixing two versions."""
+    import boto3
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from airflow_bt.storage.s3 import S3Storage
+
+    store = S3Storage(aws_conn_id=None)
+    table = pa.table({"id": list(range(50_000)), "text": [f"row {i}, quoted \"{i}\"" for i in range(50_000)]})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, row_group_size=10_000)
+    with store.open_write(f"{s3_bucket}/t.parquet") as out:
+        out.write(sink.getvalue().to_pybytes())
+    info = store.stat(f"{s3_bucket}/t.parquet")
+    ranges: list[str] = []
+    client = boto3.client("s3")
+    client.meta.events.register("before-call.s3.GetObject",
+                                lambda params, **_: ranges.append(params["headers"].get("Range", "")))
+    store.__dict__["client"] = client  # count the reader's calls
+    with store.open_ranged(info) as stream:
+        read = pq.ParquetFile(stream).read_row_group(3)
+    assert read.equals(table.slice(30_000, 10_000))
+    assert ranges and all(r.startswith("bytes=") for r in ranges)
+    assert sum(int(b) - int(a) + 1 for a, b in (r[6:].split("-") for r in ranges)) < info.size  # not the whole file
+    client.put_object(Bucket="bucket-a", Key="t.parquet", Body=b"PAR1 another version PAR1")
+    with pytest.raises(Exception, match=r"t\.parquet changed or vanished while it was read"), \
+            store.open_ranged(info) as stream:
+        pq.ParquetFile(stream).read()
