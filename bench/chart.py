@@ -12,8 +12,12 @@ LABELS = {
     "floor": "floor\n(pyarrow+predict)",
     "shard": "shard step\nalone",
     "split": "GNU split\n-n l/K",
+    "pipeline_parquet": "pipeline\nParquet in/out",
+    "naive_parquet": "naive pandas\nParquet script",
+    "floor_parquet": "floor Parquet\n(pyarrow+predict)",
 }
-COLORS = {"pipeline": "#1f77b4", "naive": "#d62728", "floor": "#7f7f7f", "shard": "#2ca02c", "split": "#bcbd22"}
+COLORS = {"pipeline": "#1f77b4", "naive": "#d62728", "floor": "#7f7f7f", "shard": "#2ca02c", "split": "#bcbd22",
+          "pipeline_parquet": "#aec7e8", "naive_parquet": "#ff9896", "floor_parquet": "#c7c7c7"}
 
 
 def write_chart(results: dict[str, Any], path: Path) -> Path:
@@ -28,7 +32,8 @@ def write_chart(results: dict[str, Any], path: Path) -> Path:
     colors = [COLORS[n] for n in names]
     labels = [LABELS[n] for n in names]
 
-    fig, (ax_rate, ax_rss) = plt.subplots(1, 2, figsize=(12, 5), constrained_layout=True)
+    fig, (ax_rate, ax_rss) = plt.subplots(1, 2, figsize=(12 + 1.2 * max(0, len(names) - 5), 5),
+                                          constrained_layout=True)
     bars = ax_rate.bar(labels, rates, color=colors)
     ax_rate.set_yscale("log")
     ax_rate.set_ylabel("rows per second (log scale, higher is better)")
@@ -56,15 +61,17 @@ def write_chart(results: dict[str, Any], path: Path) -> Path:
     ratios = results.get("ratios", {})
     machine = results.get("machine", {})
     load = results.get("load_average", {}).get("before")
-    fig.suptitle(
-        f"airflow_bt batch scoring, {results['rows']:,} rows, {machine.get('cores', '?')} cores "
-        f"({machine.get('cpu', '?')}), load {load}\n"
-        f"pipeline vs naive: {ratios.get('pipeline_vs_naive_throughput', 0):.2f}x throughput, "
-        f"{ratios.get('pipeline_vs_naive_rss', 0):.2f}x memory; pipeline vs floor: "
-        f"{ratios.get('pipeline_vs_floor_time', 0):.2f}x time; shard vs split: "
-        f"{ratios.get('shard_vs_split_throughput', 0):.2f}x throughput",
-        fontsize=10,
-    )
+    lines = [f"airflow_bt batch scoring, {results['rows']:,} rows, {machine.get('cores', '?')} cores "
+             f"({machine.get('cpu', '?')}), load {load}"]
+    if "pipeline_vs_naive_throughput" in ratios:
+        lines.append(f"CSV: pipeline vs naive: {ratios['pipeline_vs_naive_throughput']:.2f}x throughput, "
+                     f"{ratios['pipeline_vs_naive_rss']:.2f}x memory; pipeline vs floor: "
+                     f"{ratios['pipeline_vs_floor_time']:.2f}x time; shard vs split: "
+                     f"{ratios['shard_vs_split_throughput']:.2f}x throughput")
+    if "parquet_pipeline_vs_naive_throughput" in ratios:
+        lines.append(f"Parquet: pipeline vs naive: {ratios['parquet_pipeline_vs_naive_throughput']:.2f}x throughput, "
+                     f"{ratios['parquet_pipeline_vs_naive_rss']:.2f}x memory")
+    fig.suptitle("\n".join(lines), fontsize=10)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

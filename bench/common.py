@@ -51,6 +51,19 @@ class Dataset:
     def bytes(self) -> int:
         return sum(p.stat().st_size for p in self.files)
 
+    @property
+    def parquet_dir(self) -> Path:
+        """The same day as typed Parquet, one file per CSV file (``csv_to_parquet``): see :func:`parquet_dataset`."""
+        return self.root / "parquet"
+
+    @property
+    def parquet_files(self) -> list[Path]:
+        return sorted(self.parquet_dir.glob("customers-*.parquet"))
+
+    @property
+    def parquet_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.parquet_files)
+
 
 def file_uri(path: Path) -> str:
     """``file://`` + the absolute path, unescaped (``Path.as_uri`` would escape the ``=`` of ``dt=``)."""
@@ -106,6 +119,38 @@ def dataset(rows: int) -> Dataset:
         (data.root / _DONE).write_text("")
         print(f"generated {rows:,} rows in {FILES} files ({data.bytes / 1e6:.0f} MB) in "
               f"{time.perf_counter() - started:.1f} s -> {data.input_dir}", flush=True)
+    return data
+
+
+def _parquet_key() -> str:
+    """Changes whenever the converter (airflow_bt/demo/data.py) or pyarrow changes: the cached copy is then stale."""
+    from importlib.metadata import version
+
+    digest = hashlib.sha256(version("pyarrow").encode())
+    digest.update((REPO / "airflow_bt" / "demo" / "data.py").read_bytes())
+    return digest.hexdigest()
+
+
+def parquet_dataset(rows: int) -> Dataset:
+    """:func:`dataset`, plus its typed Parquet copy (``csv_to_parquet`` of each of the 8 CSV files, made once,
+    cached in bench/data/rows-N/parquet/)."""
+    data = dataset(rows)
+    done = data.parquet_dir / _DONE
+    key = _parquet_key()
+    if not done.exists() or done.read_text() != key:
+        from airflow_bt.demo.data import csv_to_parquet
+
+        started = time.perf_counter()
+        shutil.rmtree(data.parquet_dir, ignore_errors=True)
+        data.parquet_dir.mkdir(parents=True)
+        for path in data.files:
+            csv_to_parquet(path, data.parquet_dir / (path.stem + ".parquet"))
+        if len(data.parquet_files) != len(data.files):
+            raise RuntimeError(f"csv_to_parquet made {len(data.parquet_files)} files of {len(data.files)} in "
+                               f"{data.parquet_dir}")
+        done.write_text(key)
+        print(f"converted {rows:,} rows to Parquet ({data.parquet_bytes / 1e6:.0f} MB in {len(data.parquet_files)} "
+              f"files) in {time.perf_counter() - started:.1f} s -> {data.parquet_dir}", flush=True)
     return data
 
 

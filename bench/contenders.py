@@ -20,6 +20,18 @@ the worker processes the pipeline starts are) and per-phase times.
   ``pyarrow.csv.write_csv`` of the rows plus the prediction. The model load is not counted.
 - ``shard``: the shard step alone over the one concatenated file, cut into ``--shards`` shards
   (``--numpy-loaded``: with numpy already imported, which the step then counts records with).
+
+The Parquet path, over the typed Parquet copy of the same day (``csv_to_parquet`` of each file):
+
+- ``pipeline_parquet``: the pipeline with Parquet in (``data_format="parquet"``; the shards are
+  header-less CSV of every column but ``customer_id``, which the handler is told through
+  ``CHURN_INPUT_COLUMNS`` in the transform's ``Environment``) and Parquet out
+  (``output_format="parquet"``: the input's typed columns plus the prediction, zstd).
+- ``naive_parquet``: ``pandas.read_parquet`` of every file and ``pd.concat``, ``predict_proba``,
+  ``DataFrame.to_parquet`` (pandas' defaults: pyarrow, snappy), in one process.
+- ``floor_parquet``: ``pyarrow.parquet.read_table`` (multi-threaded), ``to_pandas()`` of the
+  model's input columns, ``predict_proba``, ``pyarrow.parquet.write_table`` of the rows plus the
+  prediction (zstd, as the pipeline writes); the phases timed, their sum the floor's time.
 """
 
 from __future__ import annotations
@@ -33,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import DS, MODEL, Dataset, dataset, file_uri, model_dir, pipeline_settings
+from bench.common import DS, MODEL, Dataset, dataset, file_uri, model_dir, parquet_dataset, pipeline_settings
 from bench.measure import own_peak_kb
 
 RESULT_PREFIX = "BENCH-RESULT "
@@ -47,8 +59,12 @@ def _logger(verbose: bool) -> logging.Logger:
 
 
 def run_pipeline(data: Dataset, out: Path, *, verbose: bool = False, instance_count: int | None = None,
-                 max_concurrent_transforms: int | None = None) -> dict[str, Any]:
-    """Shard, transform and publish one day as the nightly DAG's three tasks do."""
+                 max_concurrent_transforms: int | None = None, parquet: bool = False) -> dict[str, Any]:
+    """Shard, transform and publish one day as the nightly DAG's three tasks do.
+
+    ``parquet``: from the day's Parquet copy, every column but ``customer_id`` sent to the model (as
+    header-less CSV, the handler told the columns by ``CHURN_INPUT_COLUMNS``), typed Parquet out.
+    """
     from airflow_bt.steps.layout import RunLayout
     from airflow_bt.steps.publish import publish_attempt
     from airflow_bt.steps.shard import shard_partition
@@ -59,7 +75,17 @@ def run_pipeline(data: Dataset, out: Path, *, verbose: bool = False, instance_co
     log = _logger(verbose)
     settings = pipeline_settings()
     instances = instance_count or settings["instance_count"]
-    input_uri = file_uri(data.input_dir) + "/"
+    environment = dict(settings["environment"])
+    shard_options: dict[str, Any] = {"data_format": settings["format"]}
+    publish_options: dict[str, Any] = {}
+    if parquet:
+        columns = parquet_model_columns(data)
+        input_uri = file_uri(data.parquet_dir) + "/"
+        shard_options = {"data_format": "parquet", "columns": columns}
+        environment["CHURN_INPUT_COLUMNS"] = ",".join(columns)
+        publish_options = {"output_format": "parquet"}
+    else:
+        input_uri = file_uri(data.input_dir) + "/"
     root = file_uri(out)
     layout = RunLayout(work_root=f"{root}/work/{MODEL}/dt={DS}/", output_root=f"{root}/output/{MODEL}/dt={DS}/",
                        slug="bench")
@@ -69,7 +95,7 @@ def run_pipeline(data: Dataset, out: Path, *, verbose: bool = False, instance_co
     started = time.perf_counter()
     summary = shard_partition(
         store, input_uri, layout.step_prefix("shard", 1), layout.step_file("shard", 1, ".manifest"),
-        layout.step_file("shard", 1, ".json"), data_format=settings["format"],
+        layout.step_file("shard", 1, ".json"), **shard_options,
         target_shard_mb=settings["target_shard_mb"], min_shards=instances, max_shards=settings["max_shards"],
         validation=settings["validation"], max_record_bytes=settings["max_payload_mb"] * 1024 * 1024, logger=log,
     )
@@ -80,7 +106,7 @@ def run_pipeline(data: Dataset, out: Path, *, verbose: bool = False, instance_co
         accept=settings["accept"], instance_count=min(instances, len(summary["shards"])),
         batch_strategy=settings["batch_strategy"], max_payload_mb=settings["max_payload_mb"],
         max_concurrent_transforms=max_concurrent_transforms or settings["max_concurrent_transforms"],
-        environment=settings["environment"],
+        environment=environment,
     )
     model_request = build_model_request(model_name=settings["model_name"], model_data_url=model_url,
                                         image=settings["image"], environment=settings["model_environment"])
@@ -91,13 +117,13 @@ def run_pipeline(data: Dataset, out: Path, *, verbose: bool = False, instance_co
     manifest = publish_attempt(
         store, summary, layout.step_prefix("transform", 1), layout.attempt_prefix(1), layout.latest_uri,
         prediction_columns=settings["prediction_columns"], metadata={"run_id": "bench", "try_number": 1},
-        logger=log,
+        logger=log, **publish_options,
     )
     published = time.perf_counter()
     if manifest["rows_out"] != data.rows:
         raise RuntimeError(f"published {manifest['rows_out']} rows, expected {data.rows}")
     stats = job.get("LocalEngineStats", {})
-    return {
+    result: dict[str, Any] = {
         "wall_s": published - started,
         "rows": manifest["rows_out"],
         "phases": {"shard": sharded - started, "transform": transformed - sharded,
@@ -108,22 +134,45 @@ def run_pipeline(data: Dataset, out: Path, *, verbose: bool = False, instance_co
         "predict_threads": os.environ.get("CHURN_PREDICT_THREADS", "1 (handler default)"),
         "output": manifest["attempt_prefix"],
     }
+    if parquet:
+        result["columns_sent"] = shard_options["columns"]
+        result["shard_content_type"] = summary["content_type"]
+        result["output_format"] = "parquet"
+    return result
 
 
-def run_naive(data: Dataset, out: Path) -> dict[str, Any]:
-    """The script a user would write: pandas in, predict_proba, pandas out; one process."""
+def parquet_model_columns(data: Dataset) -> list[str]:
+    """What ``pipeline_parquet`` sends the model: every column of the day but ``customer_id``, in file order.
+
+    Read from the CSV header the Parquet copy was made from (not from ``airflow_bt.demo.data``, whose
+    numpy and pandas the pipeline's driver would then carry in its RSS)."""
+    with open(data.files[0], "rb") as fh:
+        header = fh.readline().decode("utf-8").strip()
+    return [name for name in header.split(",") if name != "customer_id"]
+
+
+def run_naive(data: Dataset, out: Path, *, parquet: bool = False) -> dict[str, Any]:
+    """The script a user would write: pandas in, predict_proba, pandas out; one process.
+
+    ``parquet``: ``read_parquet`` of the day's Parquet copy and ``to_parquet`` (pandas' defaults: pyarrow,
+    snappy) instead of ``read_csv``/``to_csv``."""
     import joblib
     import pandas as pd
 
     model_file = model_dir() / "model.joblib"
     started = time.perf_counter()
-    frame = pd.concat([pd.read_csv(path) for path in data.files], ignore_index=True)
+    read_file = pd.read_parquet if parquet else pd.read_csv
+    frame = pd.concat([read_file(path) for path in (data.parquet_files if parquet else data.files)],
+                      ignore_index=True)
     read = time.perf_counter()
     model = joblib.load(model_file)
     loaded = time.perf_counter()
     frame["churn_probability"] = model.predict_proba(frame)[:, 1]
     predicted = time.perf_counter()
-    frame.to_csv(out / "predictions.csv", index=False)
+    if parquet:
+        frame.to_parquet(out / "predictions.parquet", index=False)
+    else:
+        frame.to_csv(out / "predictions.csv", index=False)
     written = time.perf_counter()
     return {
         "wall_s": written - started,
@@ -134,18 +183,23 @@ def run_naive(data: Dataset, out: Path) -> dict[str, Any]:
     }
 
 
-def run_floor(data: Dataset, out: Path) -> dict[str, Any]:
-    """The bare cost: pyarrow parse, predict on the arrays, pyarrow write; each phase timed on its own."""
+def run_floor(data: Dataset, out: Path, *, parquet: bool = False) -> dict[str, Any]:
+    """The bare cost: pyarrow parse, predict on the arrays, pyarrow write; each phase timed on its own.
+
+    ``parquet``: ``pyarrow.parquet.read_table`` of the Parquet copy and ``write_table`` (zstd, as the
+    pipeline's parts) instead of pyarrow's CSV reader and writer."""
     import joblib
     import numpy as np
     import pyarrow as pa
     import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
 
     model = joblib.load(model_dir() / "model.joblib")
     features = [name for name in model[0].feature_names_in_ if name in _used_columns(model)]
 
     t0 = time.perf_counter()
-    table = pa.concat_tables([pacsv.read_csv(path) for path in data.files])
+    table = pa.concat_tables([pq.read_table(path) for path in data.parquet_files] if parquet else
+                             [pacsv.read_csv(path) for path in data.files])
     t1 = time.perf_counter()
     frame = table.select(features).to_pandas()
     t2 = time.perf_counter()
@@ -153,8 +207,10 @@ def run_floor(data: Dataset, out: Path) -> dict[str, Any]:
     t3 = time.perf_counter()
     del frame
     result = table.append_column("churn_probability", pa.array(proba))
-    pacsv.write_csv(result, out / "predictions.csv",
-                    write_options=pacsv.WriteOptions(quoting_style="needed"))
+    if parquet:
+        pq.write_table(result, out / "predictions.parquet", compression="zstd")
+    else:
+        pacsv.write_csv(result, out / "predictions.csv", write_options=pacsv.WriteOptions(quoting_style="needed"))
     t4 = time.perf_counter()
     phases = {"parse": t1 - t0, "to_pandas": t2 - t1, "predict": t3 - t2, "write": t4 - t3}
     return {
@@ -162,6 +218,7 @@ def run_floor(data: Dataset, out: Path) -> dict[str, Any]:
         "rows": table.num_rows,
         "phases": phases,
         "features": features,
+        **({"compression": "zstd"} if parquet else {}),
         "predict_threads": "scikit-learn default (all cores)",
     }
 
@@ -209,7 +266,8 @@ def run_shard(data: Dataset, out: Path, shards: int, *, numpy_loaded: bool = Fal
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("contender", choices=["pipeline", "naive", "floor", "shard"])
+    parser.add_argument("contender", choices=["pipeline", "naive", "floor", "shard", "pipeline_parquet",
+                                              "naive_parquet", "floor_parquet"])
     parser.add_argument("--rows", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True, help="an empty folder for the outputs")
     parser.add_argument("--shards", type=int, default=2, help="shard: how many shards")
@@ -222,14 +280,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="pipeline: MaxConcurrentTransforms (default: config)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
-    data = dataset(args.rows)
-    if args.contender == "pipeline":
+    data = parquet_dataset(args.rows) if args.contender.endswith("_parquet") else dataset(args.rows)
+    if args.contender in ("pipeline", "pipeline_parquet"):
         result = run_pipeline(data, args.out, verbose=args.verbose, instance_count=args.instances,
-                              max_concurrent_transforms=args.concurrency)
-    elif args.contender == "naive":
-        result = run_naive(data, args.out)
-    elif args.contender == "floor":
-        result = run_floor(data, args.out)
+                              max_concurrent_transforms=args.concurrency,
+                              parquet=args.contender == "pipeline_parquet")
+    elif args.contender in ("naive", "naive_parquet"):
+        result = run_naive(data, args.out, parquet=args.contender == "naive_parquet")
+    elif args.contender in ("floor", "floor_parquet"):
+        result = run_floor(data, args.out, parquet=args.contender == "floor_parquet")
     else:
         result = run_shard(data, args.out, args.shards, numpy_loaded=args.numpy_loaded, validation=args.validation)
     result["vmhwm_kb"] = own_peak_kb()

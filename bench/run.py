@@ -1,9 +1,11 @@
 """``make bench``: the pipeline against the naive script, the floor, and GNU split; Airflow's overhead.
 
     python -m bench.run [--rows 2000000] [--repeats 3] [--no-airflow] [--no-memory] [--only-memory]
+                        [--no-parquet | --only-parquet]
 
-Generates the demo data once per row count (cached in bench/data/), then runs every contender
-``--repeats`` times, each run in its own process (see bench/README.md for what each one is),
+Generates the demo data once per row count (cached in bench/data/, with its typed Parquet copy),
+then runs every contender ``--repeats`` times, each run in its own process, the CSV path and the
+Parquet path side by side in one round-robin (see bench/README.md for what each one is),
 prints median wall time, rows/s and peak RSS, the ratios and the targets, and writes
 bench/results/latest.json and bench/results/latest.png.
 """
@@ -37,12 +39,14 @@ from bench.common import (
     load_average,
     machine,
     model_dir,
+    parquet_dataset,
     pipeline_settings,
     scratch_dir,
 )
 from bench.measure import Measurement, run_measured, timed_command
 
 CONTENDERS = ("pipeline", "naive", "floor", "shard", "split")
+PARQUET_CONTENDERS = ("pipeline_parquet", "naive_parquet", "floor_parquet")  # Parquet in and out
 VARIANTS = {  # measured beside the contenders, for the report; not in the ratios
     "pipeline_2x1": "the pipeline with InstanceCount=2 and MaxConcurrentTransforms=1 (two engine processes, "
                     "one request each) instead of the DAG's one process with two requests in flight",
@@ -59,7 +63,11 @@ TARGETS = {  # ratio: (comparison, bound)
     "shard_vs_split_throughput": (">=", 0.5),
     "pipeline_vs_floor_time": ("<=", 2.0),
     "pipeline_rss_4m_vs_1m": ("<=", 1.10),
+    "parquet_pipeline_vs_naive_throughput": (">=", 1.5),
+    "parquet_pipeline_vs_naive_rss": ("<=", 0.5),
+    "parquet_pipeline_rss_4m_vs_1m": ("<=", 1.10),
 }
+SCALING_RATIOS = ("pipeline_rss_4m_vs_1m", "parquet_pipeline_rss_4m_vs_1m")  # in results["memory_scaling"]
 RSS_METHOD = ("sum over the process tree of each process's own peak RSS (VmHWM sampled every 50 ms, and "
               "ru_maxrss from wait4): an upper bound of the tree's memory at any one moment")
 
@@ -116,7 +124,7 @@ def _progress(label: str, m: Measurement) -> None:
     wall = m.result["wall_s"] if m.result else m.wall_s
     phases = (m.result or {}).get("phases") or {}
     detail = "  (" + ", ".join(f"{k} {v:.2f}" for k, v in phases.items()) + ")" if phases else ""
-    print(f"  {label:<14} {wall:7.2f} s  cpu {m.cpu_s:6.2f} s  peak RSS {m.peak_rss_mb:5.0f} MB "
+    print(f"  {label:<22} {wall:7.2f} s  cpu {m.cpu_s:6.2f} s  peak RSS {m.peak_rss_mb:5.0f} MB "
           f"(PSS {m.concurrent_pss_mb:4.0f}){detail}", flush=True)
 
 
@@ -177,28 +185,38 @@ def _met(name: str, value: float) -> bool:
     return value >= bound if op == ">=" else value <= bound
 
 
-def memory_scaling(repeats: int) -> dict[str, Any]:
-    """The pipeline's peak RSS at 1 and 4 million rows: memory must not grow with the input."""
+def memory_scaling(repeats: int, *, csv: bool = True, parquet: bool = True) -> dict[str, Any]:
+    """The pipelines' peak RSS at 1 and 4 million rows: memory must not grow with the input.
+
+    The CSV pipeline's figures keep their keys (``peak_rss_mb_low``, ...); the Parquet one's are
+    prefixed ``parquet_``. Both go round-robin in one loop."""
     low, high = MEMORY_ROWS
-    print(f"\n== memory scaling: the pipeline at {low:,} and {high:,} rows", flush=True)
+    paths = [("pipeline", "", "CSV")] if csv else []
+    paths += [("pipeline_parquet", "parquet_", "Parquet")] if parquet else []
+    print(f"\n== memory scaling: the {' and '.join(what for *_, what in paths)} pipeline at {low:,} and {high:,} rows",
+          flush=True)
     for rows in MEMORY_ROWS:
-        dataset(rows)
-    runs = _round_robin({f"pipeline {rows // 1_000_000}M": (lambda run, rows=rows: _python_contender(
-        "pipeline", rows, run)) for rows in MEMORY_ROWS}, repeats)
-    peaks = {rows: runs[f"pipeline {rows // 1_000_000}M"] for rows in MEMORY_ROWS}
-    peak_low = max(m.peak_rss_mb for m in peaks[low])
-    peak_high = max(m.peak_rss_mb for m in peaks[high])
-    ratio = _ratio(peak_high, peak_low)
-    print(f"pipeline_rss_4m_vs_1m: {ratio:.2f}  ({peak_high:.0f} MB at {high:,} rows / {peak_low:.0f} MB at "
-          f"{low:,} rows; target <= {TARGETS['pipeline_rss_4m_vs_1m'][1]:.2f}: "
-          f"{'met' if _met('pipeline_rss_4m_vs_1m', ratio) else 'NOT met'})", flush=True)
-    return {
-        "rows_low": low, "rows_high": high,
-        "peak_rss_mb_low": round(peak_low, 1), "peak_rss_mb_high": round(peak_high, 1),
-        "wall_s_low": round(statistics.median(m.result["wall_s"] for m in peaks[low] if m.result), 3),
-        "wall_s_high": round(statistics.median(m.result["wall_s"] for m in peaks[high] if m.result), 3),
-        "pipeline_rss_4m_vs_1m": ratio,
-    }
+        parquet_dataset(rows) if parquet else dataset(rows)
+    plan = {f"{name} {rows // 1_000_000}M": (lambda run, name=name, rows=rows: _python_contender(name, rows, run))
+            for name, *_ in paths for rows in MEMORY_ROWS}
+    runs = _round_robin(plan, repeats)
+    out: dict[str, Any] = {"rows_low": low, "rows_high": high}
+    for name, prefix, _what in paths:
+        peaks = {rows: runs[f"{name} {rows // 1_000_000}M"] for rows in MEMORY_ROWS}
+        peak_low = max(m.peak_rss_mb for m in peaks[low])
+        peak_high = max(m.peak_rss_mb for m in peaks[high])
+        ratio = _ratio(peak_high, peak_low)
+        key = f"{prefix}pipeline_rss_4m_vs_1m"
+        print(f"{key}: {ratio:.2f}  ({peak_high:.0f} MB at {high:,} rows / {peak_low:.0f} MB at "
+              f"{low:,} rows; target <= {TARGETS[key][1]:.2f}: {'met' if _met(key, ratio) else 'NOT met'})",
+              flush=True)
+        out.update({
+            f"{prefix}peak_rss_mb_low": round(peak_low, 1), f"{prefix}peak_rss_mb_high": round(peak_high, 1),
+            f"{prefix}wall_s_low": round(statistics.median(m.result["wall_s"] for m in peaks[low] if m.result), 3),
+            f"{prefix}wall_s_high": round(statistics.median(m.result["wall_s"] for m in peaks[high] if m.result), 3),
+            key: ratio,
+        })
+    return out
 
 
 def warm_bytecode() -> None:
@@ -243,32 +261,45 @@ def _shard_count(data: Dataset) -> int:
     return max(1, min(max(settings["instance_count"], count), settings["max_shards"]))
 
 
-def run_all(rows: int, repeats: int, *, with_airflow: bool, with_variants: bool = True) -> dict[str, Any]:
-    data = dataset(rows)
+def run_all(rows: int, repeats: int, *, with_airflow: bool, with_variants: bool = True, csv: bool = True,
+            parquet: bool = True) -> dict[str, Any]:
+    """The contenders at ``rows`` rows: the CSV path (``csv``: pipeline, naive, floor, then shard vs
+    split, the variants and Airflow) and the Parquet path (``parquet``), the pipelines, naive scripts
+    and floors of both in one round-robin."""
+    data = parquet_dataset(rows) if parquet else dataset(rows)
     model_dir()
     load_before = load_average()
-    print(f"\n== {rows:,} rows ({data.bytes / 1e6:.0f} MB in {len(data.files)} files), {repeats} run(s) each; "
+    size = f"{data.bytes / 1e6:.0f} MB of CSV" if csv else ""
+    if parquet:
+        size += (", " if size else "") + f"{data.parquet_bytes / 1e6:.0f} MB of Parquet"
+    print(f"\n== {rows:,} rows ({size} in {len(data.files)} files), {repeats} run(s) each; "
           f"load average {load_before}", flush=True)
     shards = _shard_count(data)
-    measured = _round_robin({
-        "pipeline": lambda run: _python_contender("pipeline", rows, run),
-        "naive": lambda run: _python_contender("naive", rows, run),
-        "floor": lambda run: _python_contender("floor", rows, run),
-    }, repeats)
-    if with_variants:
+    plan: dict[str, Any] = {}
+    if csv:
+        plan.update({
+            "pipeline": lambda run: _python_contender("pipeline", rows, run),
+            "naive": lambda run: _python_contender("naive", rows, run),
+            "floor": lambda run: _python_contender("floor", rows, run),
+        })
+    if parquet:
+        plan.update({name: (lambda run, name=name: _python_contender(name, rows, run)) for name in PARQUET_CONTENDERS})
+    measured = _round_robin(plan, repeats)
+    if csv and with_variants:
         measured.update(_round_robin({
             "pipeline_2x1": lambda run: _python_contender("pipeline", rows, run, "--instances", "2",
                                                           "--concurrency", "1"),
         }, repeats))
-    # sharding takes a fraction of a second: more rounds for the same confidence
-    measured.update(_round_robin({
-        "shard": lambda run: _python_contender("shard", rows, run, "--shards", str(shards)),
-        "split": lambda run: _split(data, shards, run),
-        **({"shard_numpy_loaded": lambda run: _python_contender("shard", rows, run, "--shards", str(shards),
-                                                                "--numpy-loaded")} if with_variants else {}),
-        **({"shard_standard": lambda run: _python_contender("shard", rows, run, "--shards", str(shards),
-                                                            "--validation", "standard")} if with_variants else {}),
-    }, max(repeats, SHARD_REPEATS)))
+    if csv:
+        # sharding takes a fraction of a second: more rounds for the same confidence
+        measured.update(_round_robin({
+            "shard": lambda run: _python_contender("shard", rows, run, "--shards", str(shards)),
+            "split": lambda run: _split(data, shards, run),
+            **({"shard_numpy_loaded": lambda run: _python_contender("shard", rows, run, "--shards", str(shards),
+                                                                    "--numpy-loaded")} if with_variants else {}),
+            **({"shard_standard": lambda run: _python_contender("shard", rows, run, "--shards", str(shards),
+                                                                "--validation", "standard")} if with_variants else {}),
+        }, max(repeats, SHARD_REPEATS)))
     results: dict[str, Any] = {
         "rows": rows,
         "repeats": repeats,
@@ -277,15 +308,18 @@ def run_all(rows: int, repeats: int, *, with_airflow: bool, with_variants: bool 
         "input_mb": round(data.bytes / 1e6, 1),
         "rss_method": RSS_METHOD,
     }
-    for name in CONTENDERS:
+    if parquet:
+        results["input_parquet_mb"] = round(data.parquet_bytes / 1e6, 1)
+    for name in (CONTENDERS if csv else ()) + (PARQUET_CONTENDERS if parquet else ()):
         results[name] = _summarise(rows, measured[name])
-    variants = {name: _summarise(rows, runs) for name, runs in measured.items() if name not in CONTENDERS}
+    variants = {name: _summarise(rows, runs) for name, runs in measured.items()
+                if name not in CONTENDERS + PARQUET_CONTENDERS}
     if variants:
         for name, text in VARIANTS.items():
             if name in variants:
                 variants[name]["what"] = text
         results["variants"] = variants
-    if with_airflow:
+    if csv and with_airflow:
         print("  airflow dags test (once; db migrate not timed) ...", flush=True)
         airflow = _airflow_run(data)
         airflow["overhead_s"] = round(airflow["wall_s"] - results["pipeline"]["wall_s"], 3)
@@ -293,19 +327,28 @@ def run_all(rows: int, repeats: int, *, with_airflow: bool, with_variants: bool 
         print(f"  {'airflow':<12} {airflow['wall_s']:8.2f} s  peak RSS {airflow['peak_rss_mb']:7.0f} MB  "
               f"(tasks: {', '.join(f'{k} {v:.2f}' for k, v in airflow['tasks_s'].items())})", flush=True)
     results["load_average"] = {"before": load_before, "after": load_average()}
-    p, n, f, s, g = (results[k] for k in CONTENDERS)
-    results["ratios"] = {
-        "pipeline_vs_naive_throughput": _ratio(p["rows_per_s"], n["rows_per_s"]),
-        "pipeline_vs_naive_rss": _ratio(p["peak_rss_mb"], n["peak_rss_mb"]),
-        "pipeline_vs_floor_time": _ratio(p["wall_s"], f["wall_s"]),
-        "shard_vs_split_throughput": _ratio(s["rows_per_s"], g["rows_per_s"]),
-    }
+    ratios: dict[str, float] = {}
+    if csv:
+        p, n, f, s, g = (results[k] for k in CONTENDERS)
+        ratios.update({
+            "pipeline_vs_naive_throughput": _ratio(p["rows_per_s"], n["rows_per_s"]),
+            "pipeline_vs_naive_rss": _ratio(p["peak_rss_mb"], n["peak_rss_mb"]),
+            "pipeline_vs_floor_time": _ratio(p["wall_s"], f["wall_s"]),
+            "shard_vs_split_throughput": _ratio(s["rows_per_s"], g["rows_per_s"]),
+        })
+    if parquet:
+        p, n = results["pipeline_parquet"], results["naive_parquet"]
+        ratios.update({
+            "parquet_pipeline_vs_naive_throughput": _ratio(p["rows_per_s"], n["rows_per_s"]),
+            "parquet_pipeline_vs_naive_rss": _ratio(p["peak_rss_mb"], n["peak_rss_mb"]),
+        })
+    results["ratios"] = ratios
     return results
 
 
 def _row(name: str, r: dict[str, Any]) -> str:
     phases = ", ".join(f"{k} {v:.2f}" for k, v in (r.get("phases_s") or {}).items())
-    return (f"{name:<15} {r['wall_s']:8.2f} {r['rows_per_s']:12,} {r['cpu_s']:7.2f} {r['peak_rss_mb']:9.0f} "
+    return (f"{name:<16} {r['wall_s']:8.2f} {r['rows_per_s']:12,} {r['cpu_s']:7.2f} {r['peak_rss_mb']:9.0f} "
             f"{r['concurrent_peak_pss_mb']:8.0f}  {phases}")
 
 
@@ -314,14 +357,15 @@ def print_report(results: dict[str, Any]) -> None:
     print(f"\n== results at {rows:,} rows: median wall time of {results['repeats']}+ runs (the contender's own, "
           "start-up and imports excluded); peak RSS of the largest run, each process's peak summed over the "
           "contender's process tree; PSS: the largest sum of the tree's proportional set size")
-    print(f"{'contender':<15} {'wall s':>8} {'rows/s':>12} {'cpu s':>7} {'RSS MB':>9} {'PSS MB':>8}  phases (s)")
-    for name in CONTENDERS:
-        print(_row(name, results[name]))
+    print(f"{'contender':<16} {'wall s':>8} {'rows/s':>12} {'cpu s':>7} {'RSS MB':>9} {'PSS MB':>8}  phases (s)")
+    for name in CONTENDERS + PARQUET_CONTENDERS:
+        if name in results:
+            print(_row(name, results[name]))
     for name, r in results.get("variants", {}).items():
         print(_row(name, r) + "  [variant]")
     if "airflow" in results:
         a = results["airflow"]
-        print(f"{'airflow':<15} {a['wall_s']:8.2f} {'':>12} {'':>7} {a['peak_rss_mb']:9.0f} {'':>8}  "
+        print(f"{'airflow':<16} {a['wall_s']:8.2f} {'':>12} {'':>7} {a['peak_rss_mb']:9.0f} {'':>8}  "
               f"airflow dags test; overhead over the pipeline: {a['overhead_s']:.2f} s")
     print()
     for name, value in results["ratios"].items():
@@ -329,10 +373,10 @@ def print_report(results: dict[str, Any]) -> None:
         print(f"{name}: {value:.2f}  (target {op} {bound}: {'met' if _met(name, value) else 'NOT met'})")
     if "airflow" in results:
         print(f"airflow_overhead_s: {results['airflow']['overhead_s']:.2f}")
-    if "memory_scaling" in results:
-        value = results["memory_scaling"]["pipeline_rss_4m_vs_1m"]
-        verdict = "met" if _met("pipeline_rss_4m_vs_1m", value) else "NOT met"
-        print(f"pipeline_rss_4m_vs_1m: {value:.2f}  (target <= 1.1: {verdict})")
+    for name in SCALING_RATIOS:
+        if name in results.get("memory_scaling", {}):
+            value = results["memory_scaling"][name]
+            print(f"{name}: {value:.2f}  (target <= {TARGETS[name][1]}: {'met' if _met(name, value) else 'NOT met'})")
     if "engine_instances" in results and "instances_2_vs_1_time" in results["engine_instances"]:
         print(f"instances_2_vs_1_time: {results['engine_instances']['instances_2_vs_1_time']:.2f}  "
               "(bench/engine_instances.py: a GIL-bound model, InstanceCount 2 over 1)")
@@ -348,14 +392,19 @@ def markdown_table(results: dict[str, Any]) -> str:
     """The README table of a run."""
     what = {
         "pipeline": f"shard → local transform (churn DAG settings, InstanceCount "
-                    f"{results['pipeline'].get('instances', '?')}) → publish",
+                    f"{results.get('pipeline', {}).get('instances', '?')}) → publish",
         "naive": "pandas read_csv → predict_proba → to_csv, one process",
         "floor": "pyarrow read_csv + predict + pyarrow write_csv (sum of phases)",
         "shard": "shard step alone (one concatenated file)",
         "split": "GNU `split -n l/K` on the same file",
+        "pipeline_parquet": "Parquet in → shard (CSV of the columns sent) → local transform → publish typed Parquet",
+        "naive_parquet": "pandas read_parquet → predict_proba → to_parquet, one process",
+        "floor_parquet": "pyarrow read_table + predict + pyarrow write_table (sum of phases)",
     }
     lines = ["| contender | what | wall s (median) | rows/s | peak RSS MB |", "|---|---|---:|---:|---:|"]
-    for name in CONTENDERS:
+    for name in CONTENDERS + PARQUET_CONTENDERS:
+        if name not in results:
+            continue
         r = results[name]
         lines.append(f"| {name} | {what[name]} | {_seconds(r['wall_s'])} | {r['rows_per_s']:,} | "
                      f"{r['peak_rss_mb']:.0f} |")
@@ -370,17 +419,19 @@ def markdown_table(results: dict[str, Any]) -> str:
     for name, value in ratios.items():
         op, bound = TARGETS[name]
         lines.append(f"| {name} | {value:.2f} | {op} {bound} {'✅' if _met(name, value) else '❌'} |")
-    if "memory_scaling" in results:
-        value = results["memory_scaling"]["pipeline_rss_4m_vs_1m"]
-        mark = "✅" if _met("pipeline_rss_4m_vs_1m", value) else "❌"
-        lines.append(f"| pipeline_rss_4m_vs_1m | {value:.2f} | <= 1.1 {mark} |")
+    for name in SCALING_RATIOS:
+        if name in results.get("memory_scaling", {}):
+            value = results["memory_scaling"][name]
+            mark = "✅" if _met(name, value) else "❌"
+            lines.append(f"| {name} | {value:.2f} | <= {TARGETS[name][1]} {mark} |")
     m = results.get("machine", {})
     la = results.get("load_average", {}).get("before")
     lines.append("")
-    lines.append(f"{results['rows']:,} rows ({results.get('input_mb', '?')} MB of CSV in 8 files), median of "
-                 f"{results['repeats']} runs; measured {results.get('measured_at', '?')} on {m.get('cores')} cores "
-                 f"({m.get('cpu')}), {m.get('memory_gib')} GiB, {m.get('os')}, Python {m.get('python')}; load "
-                 f"average {la} (a shared machine).")
+    parquet_mb = f", {results['input_parquet_mb']} MB as Parquet" if "input_parquet_mb" in results else ""
+    lines.append(f"{results['rows']:,} rows ({results.get('input_mb', '?')} MB of CSV in 8 files{parquet_mb}), "
+                 f"median of {results['repeats']} runs; measured {results.get('measured_at', '?')} on "
+                 f"{m.get('cores')} cores ({m.get('cpu')}), {m.get('memory_gib')} GiB, {m.get('os')}, "
+                 f"Python {m.get('python')}; load average {la} (a shared machine).")
     return "\n".join(lines) + "\n"
 
 
@@ -396,30 +447,38 @@ def main(argv: list[str] | None = None) -> None:
                         help="skip the extra runs (pipeline with InstanceCount=1 x 2 threads, shard with numpy)")
     parser.add_argument("--only-memory", action="store_true",
                         help="run only the memory scaling and merge it into bench/results/latest.json")
+    path = parser.add_mutually_exclusive_group()
+    path.add_argument("--no-parquet", action="store_true", help="skip the Parquet path (its contenders and ratios)")
+    path.add_argument("--only-parquet", action="store_true",
+                      help="run only the Parquet path (no CSV contenders, variants, shard vs split, Airflow or "
+                           "bench/engine_instances.py); writes a results file of its figures alone")
     parser.add_argument("--results", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.rows < 1:
         parser.error("--rows and --repeats must be positive")
     args.results.parent.mkdir(parents=True, exist_ok=True)
     warm_bytecode()
+    csv, parquet = not args.only_parquet, not args.no_parquet
     if args.only_memory:
         results = json.loads(args.results.read_text()) if args.results.exists() else {}
-        results["memory_scaling"] = memory_scaling(args.repeats)
+        results["memory_scaling"] = {**results.get("memory_scaling", {}),
+                                     **memory_scaling(args.repeats, csv=csv, parquet=parquet)}
     else:
         results = run_all(args.rows, args.repeats, with_airflow=not args.no_airflow,
-                          with_variants=not args.no_variants)
+                          with_variants=not args.no_variants, csv=csv, parquet=parquet)
         if not args.no_memory:
-            results["memory_scaling"] = memory_scaling(args.repeats)
-        if not args.no_engine_instances and (BENCH / "engine_instances.py").exists():
+            results["memory_scaling"] = memory_scaling(args.repeats, csv=csv, parquet=parquet)
+        if csv and not args.no_engine_instances and (BENCH / "engine_instances.py").exists():
             results["engine_instances"] = engine_instances(args.repeats)
         print_report(results)
     args.results.write_text(json.dumps(results, indent=2) + "\n")
-    if all(name in results for name in CONTENDERS):
+    measured = any(name in results for name in CONTENDERS + PARQUET_CONTENDERS)
+    if measured:
         table = markdown_table(results)
         args.results.with_suffix(".md").write_text(table)
         print("\n" + table)
     print(f"\nwrote {args.results.relative_to(REPO) if args.results.is_relative_to(REPO) else args.results}")
-    if all(name in results for name in CONTENDERS):
+    if measured:
         from bench.chart import write_chart
 
         chart = write_chart(results, args.results.with_suffix(".png"))
