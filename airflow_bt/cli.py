@@ -20,6 +20,36 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_gc(args: argparse.Namespace) -> int:
+    from airflow_bt.steps.retention import apply_retention, model_roots, parse_age, plan_retention
+
+    try:
+        older_than = parse_age(args.older_than)
+    except ValueError as exc:
+        print(f"error: --older-than: {exc}", file=sys.stderr)
+        return 2
+    root = args.root.rstrip("/")
+    store = for_uri(root, aws_conn_id=None)
+    folders = plan_retention(store, *model_roots(root, args.model), older_than)
+    doomed = [f for f in folders if f.delete]
+    if args.json:
+        print(json.dumps([f.as_dict() for f in folders], indent=1))
+    else:
+        for folder in folders:
+            print(f"{'delete' if folder.delete else 'keep  '}  {folder.prefix}  {len(folder.objects)} object(s), "
+                  f"{folder.size / 1e6:.1f} MB: {folder.reason}")
+    size = sum(f.size for f in doomed) / 1e6
+    if not args.apply:
+        print(f"dry run: nothing deleted; --apply deletes {len(doomed)} run folder(s), {size:.1f} MB, under "
+              f"{root}/work/{args.model}/ (never anything under output/)", file=sys.stderr)
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    done = apply_retention(store, folders, logging.getLogger("airflow_bt.gc"))
+    print(f"deleted {done['folders']} run folder(s), {done['objects']} object(s), {done['bytes'] / 1e6:.1f} MB",
+          file=sys.stderr)
+    return 0
+
+
 def _cmd_latest(args: argparse.Namespace) -> int:
     from airflow_bt.steps.publish import read_latest
     from airflow_bt.steps.runs import date_output_root
@@ -137,6 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
     latest.add_argument("output_root", help="the model's output root, e.g. file:///data/output/churn")
     latest.add_argument("--ds", required=True, help="the scored date, YYYY-MM-DD")
     latest.set_defaults(func=_cmd_latest)
+
+    gc = sub.add_parser(
+        "gc", help="delete old scratch (work/) run folders of published days; a dry run unless --apply",
+        description="Delete <root>/work/<model>/dt=<day>/<run>/ folders whose day has a complete publication and "
+        "in which nothing was written for --older-than (and no local job lacks its end record). Nothing under "
+        "output/ is ever deleted. Without --apply, only prints what it would delete.")
+    gc.add_argument("root", help="the data root, e.g. file:///data/scoring or s3://bucket/scoring")
+    gc.add_argument("--model", required=True, help="the model (the config's `model`)")
+    gc.add_argument("--older-than", required=True, help="age of a run folder's newest object: 14d, 36h, 90m")
+    gc.add_argument("--apply", action="store_true", help="delete (default: a dry run)")
+    gc.add_argument("--json", action="store_true", help="print the plan as JSON")
+    gc.set_defaults(func=_cmd_gc)
 
     local = sub.add_parser(
         "local-transform",

@@ -185,6 +185,7 @@ def pipeline_settings() -> dict[str, Any]:
         "model_environment": dict(config["transform"]["model_environment"]),
         "environment": dict(config["transform"]["environment"]),
         "prediction_columns": list(config["postprocess"]["prediction_columns"]),
+        "checks": config["postprocess"]["checks"],
     }
 
 

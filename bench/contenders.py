@@ -59,11 +59,16 @@ def _logger(verbose: bool) -> logging.Logger:
 
 
 def run_pipeline(data: Dataset, out: Path, *, verbose: bool = False, instance_count: int | None = None,
-                 max_concurrent_transforms: int | None = None, parquet: bool = False) -> dict[str, Any]:
+                 max_concurrent_transforms: int | None = None, parquet: bool = False,
+                 publish_rounds: int = 0) -> dict[str, Any]:
     """Shard, transform and publish one day as the nightly DAG's three tasks do.
 
     ``parquet``: from the day's Parquet copy, every column but ``customer_id`` sent to the model (as
     header-less CSV, the handler told the columns by ``CHURN_INPUT_COLUMNS``), typed Parquet out.
+    ``publish_rounds``: then publish the same predictions ``2 x publish_rounds`` more times into new
+    attempts, alternately without statistics (the publish step before prediction checks) and with the churn
+    DAG's ``postprocess.checks``; their times are reported apart (``publish_plain_s``, ``publish_checked_s``),
+    outside ``wall_s``.
     """
     from airflow_bt.steps.layout import RunLayout
     from airflow_bt.steps.publish import publish_attempt
@@ -122,6 +127,14 @@ def run_pipeline(data: Dataset, out: Path, *, verbose: bool = False, instance_co
     published = time.perf_counter()
     if manifest["rows_out"] != data.rows:
         raise RuntimeError(f"published {manifest['rows_out']} rows, expected {data.rows}")
+    rounds: dict[str, list[float]] = {"publish_plain_s": [], "publish_checked_s": []}
+    for attempt in range(2, 2 + 2 * publish_rounds):
+        checked = attempt % 2 == 1
+        began = time.perf_counter()
+        publish_attempt(store, summary, layout.step_prefix("transform", 1), layout.attempt_prefix(attempt),
+                        layout.latest_uri, prediction_columns=settings["prediction_columns"], logger=log,
+                        checks=settings["checks"] if checked else None, statistics=checked, **publish_options)
+        rounds["publish_checked_s" if checked else "publish_plain_s"].append(time.perf_counter() - began)
     stats = job.get("LocalEngineStats", {})
     result: dict[str, Any] = {
         "wall_s": published - started,
@@ -134,6 +147,8 @@ def run_pipeline(data: Dataset, out: Path, *, verbose: bool = False, instance_co
         "predict_threads": os.environ.get("CHURN_PREDICT_THREADS", "1 (handler default)"),
         "output": manifest["attempt_prefix"],
     }
+    if publish_rounds:
+        result.update(rounds)
     if parquet:
         result["columns_sent"] = shard_options["columns"]
         result["shard_content_type"] = summary["content_type"]
@@ -278,13 +293,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--instances", type=int, default=None, help="pipeline: InstanceCount (default: config)")
     parser.add_argument("--concurrency", type=int, default=None,
                         help="pipeline: MaxConcurrentTransforms (default: config)")
+    parser.add_argument("--publish-rounds", type=int, default=0,
+                        help="pipeline: publish again N times without and N times with prediction checks")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     data = parquet_dataset(args.rows) if args.contender.endswith("_parquet") else dataset(args.rows)
     if args.contender in ("pipeline", "pipeline_parquet"):
         result = run_pipeline(data, args.out, verbose=args.verbose, instance_count=args.instances,
                               max_concurrent_transforms=args.concurrency,
-                              parquet=args.contender == "pipeline_parquet")
+                              parquet=args.contender == "pipeline_parquet", publish_rounds=args.publish_rounds)
     elif args.contender in ("naive", "naive_parquet"):
         result = run_naive(data, args.out, parquet=args.contender == "naive_parquet")
     elif args.contender in ("floor", "floor_parquet"):

@@ -66,7 +66,11 @@ TARGETS = {  # ratio: (comparison, bound)
     "parquet_pipeline_vs_naive_throughput": (">=", 1.5),
     "parquet_pipeline_vs_naive_rss": ("<=", 0.5),
     "parquet_pipeline_rss_4m_vs_1m": ("<=", 1.10),
+    "publish_checks_vs_plain_time": ("<=", 1.15),
+    "parquet_publish_checks_vs_plain_time": ("<=", 1.15),
 }
+#: Extra publishes per pipeline run, without statistics and with the churn DAG's prediction checks, alternately.
+PUBLISH_ROUNDS = 2
 SCALING_RATIOS = ("pipeline_rss_4m_vs_1m", "parquet_pipeline_rss_4m_vs_1m")  # in results["memory_scaling"]
 RSS_METHOD = ("sum over the process tree of each process's own peak RSS (VmHWM sampled every 50 ms, and "
               "ru_maxrss from wait4): an upper bound of the tree's memory at any one moment")
@@ -112,6 +116,10 @@ def _summarise(rows: int, runs: list[Measurement]) -> dict[str, Any]:
     phases: list[dict[str, float]] = [m.result["phases"] for m in runs if m.result and m.result.get("phases")]
     if phases:
         summary["phases_s"] = {k: round(statistics.median(p[k] for p in phases), 3) for k in phases[0]}
+    for key in ("publish_plain_s", "publish_checked_s"):  # every run's extra publishes (--publish-rounds)
+        values = [v for m in runs if m.result for v in m.result.get(key, [])]
+        if values:
+            summary[key] = [round(v, 3) for v in values]
     last = runs[-1]
     summary["per_process_peak_mb"] = last.per_process_mb
     if last.result:
@@ -278,12 +286,15 @@ def run_all(rows: int, repeats: int, *, with_airflow: bool, with_variants: bool 
     plan: dict[str, Any] = {}
     if csv:
         plan.update({
-            "pipeline": lambda run: _python_contender("pipeline", rows, run),
+            "pipeline": lambda run: _python_contender("pipeline", rows, run, "--publish-rounds",
+                                                      str(PUBLISH_ROUNDS)),
             "naive": lambda run: _python_contender("naive", rows, run),
             "floor": lambda run: _python_contender("floor", rows, run),
         })
     if parquet:
-        plan.update({name: (lambda run, name=name: _python_contender(name, rows, run)) for name in PARQUET_CONTENDERS})
+        plan.update({name: (lambda run, name=name: _python_contender(
+            name, rows, run, *(("--publish-rounds", str(PUBLISH_ROUNDS)) if name == "pipeline_parquet" else ())))
+            for name in PARQUET_CONTENDERS})
     measured = _round_robin(plan, repeats)
     if csv and with_variants:
         measured.update(_round_robin({
@@ -327,6 +338,12 @@ def run_all(rows: int, repeats: int, *, with_airflow: bool, with_variants: bool 
         print(f"  {'airflow':<12} {airflow['wall_s']:8.2f} s  peak RSS {airflow['peak_rss_mb']:7.0f} MB  "
               f"(tasks: {', '.join(f'{k} {v:.2f}' for k, v in airflow['tasks_s'].items())})", flush=True)
     results["load_average"] = {"before": load_before, "after": load_average()}
+    results["ratios"] = _ratios(results, csv=csv, parquet=parquet)
+    return results
+
+
+def _ratios(results: dict[str, Any], *, csv: bool, parquet: bool) -> dict[str, float]:
+    """The ratios the targets are set on, from the summarised contenders."""
     ratios: dict[str, float] = {}
     if csv:
         p, n, f, s, g = (results[k] for k in CONTENDERS)
@@ -342,8 +359,12 @@ def run_all(rows: int, repeats: int, *, with_airflow: bool, with_variants: bool 
             "parquet_pipeline_vs_naive_throughput": _ratio(p["rows_per_s"], n["rows_per_s"]),
             "parquet_pipeline_vs_naive_rss": _ratio(p["peak_rss_mb"], n["peak_rss_mb"]),
         })
-    results["ratios"] = ratios
-    return results
+    for prefix, name in (("", "pipeline"), ("parquet_", "pipeline_parquet")):
+        r = results.get(name, {})
+        if r.get("publish_plain_s") and r.get("publish_checked_s"):
+            ratios[f"{prefix}publish_checks_vs_plain_time"] = _ratio(statistics.median(r["publish_checked_s"]),
+                                                                     statistics.median(r["publish_plain_s"]))
+    return ratios
 
 
 def _row(name: str, r: dict[str, Any]) -> str:

@@ -107,6 +107,11 @@ SCHEMA: dict[str, Any] = {
         "schema": Field(dict, default={}),  # text input, typed output: column -> type (the rest inferred)
         "prediction_types": Field(dict, default={}),  # prediction column -> type (default float64)
         "compression": Field(str, default="zstd", choices=("zstd", "snappy", "none")),
+        "checks": Field(dict, default=None),  # prediction checks before _SUCCESS (README, "Prediction checks")
+    },
+    "retention": {
+        # a final task deletes work/ run folders of published days older than this (off by default)
+        "work_days": Field((int, float), default=None, minimum=0),
     },
 }
 
@@ -182,6 +187,12 @@ def load_config(path: str | Path) -> dict[str, Any]:
     config = _validate(data, SCHEMA, (), source, lines)
     _check_columns(config, source, lines)
     _check_request_settings(config, source, lines)
+    if config["retention"]["work_days"] is not None:
+        for key in ("work", "output"):
+            if not config["paths"][key].rstrip("/").endswith("/dt={{ ds }}"):
+                raise ConfigError(f"{_at(source, lines, 'retention', 'work_days')}: retention needs paths.{key} to "
+                                  f"end with /dt={{{{ ds }}}}/ (it finds a model's run folders and published days "
+                                  f"by it), got {config['paths'][key]!r}")
     config["_source"] = source
     return config
 
@@ -205,6 +216,12 @@ def _check_columns(config: dict[str, Any], source: str, lines: dict[tuple[str, .
     if config["input"]["columns"] and config["input"]["format"] in ("csv", "jsonl"):
         raise ConfigError(f"{_at(source, lines, 'input', 'columns')}: applies to Parquet input (input.format: "
                           "parquet); send fewer columns of text input with transform.input_filter")
+    if post["checks"] is not None:
+        from airflow_bt.steps.checks import checks_error
+
+        error = checks_error(post["checks"], post["prediction_columns"])
+        if error:
+            raise ConfigError(f"{_at(source, lines, 'postprocess', 'checks')}: {error}")
     for key, allowed in (("prediction_types", post["prediction_columns"]), ("schema", None)):
         error = type_names_error(post[key], allowed=allowed)
         if error:

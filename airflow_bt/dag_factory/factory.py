@@ -10,6 +10,7 @@ from typing import Any
 from airflow_bt.compat import DAG, Asset, Param
 from airflow_bt.dag_factory.config import load_config
 from airflow_bt.operators.postprocess import PublishPredictionsOperator
+from airflow_bt.operators.retention import ScratchRetentionOperator
 from airflow_bt.operators.shard import ShardInputOperator
 from airflow_bt.operators.transform import DEFAULT_IMAGE, BatchTransformOperator
 from airflow_bt.sensors.input import InputPartitionSensor
@@ -157,12 +158,22 @@ def build_dag(config: dict[str, Any], *, default_root: str) -> DAG:
         schema=config["postprocess"]["schema"],
         prediction_types=config["postprocess"]["prediction_types"],
         compression=config["postprocess"]["compression"],
+        checks=config["postprocess"]["checks"],
         model_name=tf["model_name"],
         model_data_url=tf["model_data_url"],
         outlets=[output_asset(config, default_root)],
         **common,
     )
     wait >> shard >> transform >> publish
+    if config["retention"]["work_days"] is not None:
+        day = "dt={{ ds }}"
+        publish >> ScratchRetentionOperator(
+            task_id="retention",
+            work_root=paths["work"].rstrip("/").removesuffix(day),
+            output_root=paths["output"].rstrip("/").removesuffix(day),
+            work_days=config["retention"]["work_days"],
+            **common,
+        )
     return dag
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from airflow_bt.compat import AirflowFailException, Context, run_id, try_number
 from airflow_bt.operators.base import BatchStepOperator
 from airflow_bt.operators.results import ShardOutput, TransformResult
+from airflow_bt.steps.checks import PredictionCheckError
 from airflow_bt.steps.layout import MANIFEST_NAME, RunLayout
 from airflow_bt.steps.predictions import ReconcileError
 from airflow_bt.steps.publish import publish_attempt
@@ -33,6 +34,10 @@ class PublishPredictionsOperator(BatchStepOperator):
         are inferred from the first shard; the manifest records the schema used).
     :param prediction_types: ``{prediction column: type}`` (default ``float64``), e.g. ``{"label": "int64"}``.
     :param compression: Parquet parts: ``zstd`` (default), ``snappy`` or ``none``.
+    :param checks: ``postprocess.checks`` (:mod:`airflow_bt.steps.checks`): rows per day, per prediction column
+        null fraction, range, allowed values, drift against the last published day; a failed check fails the
+        task before ``_SUCCESS`` (``on_check_failure: fail``) or is logged (``warn``). The statistics go to
+        ``_manifest.json`` either way.
     :param model_name: recorded in the manifest.
     :param model_data_url: recorded in the manifest.
     :param aws_conn_id: the AWS connection for ``s3://`` URIs.
@@ -40,7 +45,7 @@ class PublishPredictionsOperator(BatchStepOperator):
 
     template_fields: Sequence[str] = (
         "shards", "transform", "output_uri", "prediction_columns", "model_name", "model_data_url", "aws_conn_id",
-        "output_format", "schema", "prediction_types", "compression",
+        "output_format", "schema", "prediction_types", "compression", "checks",
     )
     ui_color = "#eafbea"
 
@@ -55,6 +60,7 @@ class PublishPredictionsOperator(BatchStepOperator):
         schema: dict[str, str] | None = None,
         prediction_types: dict[str, str] | None = None,
         compression: str = "zstd",
+        checks: dict[str, Any] | None = None,
         model_name: str | None = None,
         model_data_url: str | None = None,
         **kwargs: Any,
@@ -68,6 +74,7 @@ class PublishPredictionsOperator(BatchStepOperator):
         self.schema = schema
         self.prediction_types = prediction_types
         self.compression = compression
+        self.checks = checks
         self.model_name = model_name
         self.model_data_url = model_data_url
 
@@ -106,10 +113,11 @@ class PublishPredictionsOperator(BatchStepOperator):
                 schema={str(k): str(v) for k, v in (self.schema or {}).items()},
                 prediction_types={str(k): str(v) for k, v in (self.prediction_types or {}).items()},
                 compression=str(self.compression),
+                checks=dict(self.checks) if self.checks else None,
                 metadata=metadata,
                 logger=self.log,
             )
-        except ReconcileError as exc:
+        except (ReconcileError, PredictionCheckError) as exc:  # a retry would find the same: fail without one
             raise AirflowFailException(str(exc)) from exc
         return {
             "attempt_uri": manifest["attempt_prefix"],

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
 
 from airflow_bt.storage.base import ObjectNotFoundError, Storage
@@ -54,12 +54,26 @@ def _prediction_blocks(preds: BinaryIO) -> Iterator[tuple[list[bytes], int, int]
     return line_blocks(preds, max(1, JOIN_BLOCK // 4), b",")
 
 
-def checked_predictions(preds: BinaryIO, width: int, shard_key: str) -> Iterator[list[bytes]]:
+#: Sees every block of prediction lines as it is read, with their format (``csv`` or ``jsonl``): the
+#: publish step's statistics (:mod:`airflow_bt.steps.checks`) are computed on the way, not in a second pass.
+Tap = Callable[[list[bytes], str], None]
+
+
+def _tapped(blocks: Iterator[list[bytes]], fmt: str, tap: Tap | None) -> Iterator[list[bytes]]:
+    for lines in blocks:
+        if tap is not None:
+            tap(lines, fmt)
+        yield lines
+
+
+def checked_predictions(preds: BinaryIO, width: int, shard_key: str, tap: Tap | None = None
+                        ) -> Iterator[list[bytes]]:
     """The prediction lines, a block at a time, each checked to hold ``width`` values (commas counted per block)."""
-    return _checked(_prediction_blocks(preds), width, shard_key)
+    return _tapped(_checked(_prediction_blocks(preds), width, shard_key), "csv", tap)
 
 
-def sniffed_predictions(preds: BinaryIO, width: int, shard_key: str) -> tuple[str, Iterator[list[bytes]]]:
+def sniffed_predictions(preds: BinaryIO, width: int, shard_key: str, tap: Tap | None = None
+                        ) -> tuple[str, Iterator[list[bytes]]]:
     """``("jsonl", blocks)`` when the model answered JSON objects (``application/jsonlines``), else
     ``("csv", blocks)`` checked as :func:`checked_predictions` does: the answer, not the shard's format, tells
     (JSON Lines shards may well get CSV predictions back)."""
@@ -69,8 +83,16 @@ def sniffed_predictions(preds: BinaryIO, width: int, shard_key: str) -> tuple[st
         return "csv", iter(())
     chained = itertools.chain([first], blocks)
     if first[0] and first[0][0].lstrip().startswith(b"{"):
-        return "jsonl", (lines for lines, _commas, _quoted in chained)
-    return "csv", _checked(chained, width, shard_key)
+        return "jsonl", _tapped((lines for lines, _commas, _quoted in chained), "jsonl", tap)
+    return "csv", _tapped(_checked(chained, width, shard_key), "csv", tap)
+
+
+def tapped_lines(preds: BinaryIO, tap: Tap | None) -> Iterator[bytes]:
+    """The prediction lines one by one (JSON Lines joins), the tap seeing them a block at a time."""
+    for lines, _commas, _quoted in _prediction_blocks(preds):
+        if tap is not None and lines:
+            tap(lines, "jsonl" if lines[0].lstrip().startswith(b"{") else "csv")
+        yield from lines
 
 
 def _checked(blocks: Iterator[tuple[list[bytes], int, int]], width: int, shard_key: str) -> Iterator[list[bytes]]:

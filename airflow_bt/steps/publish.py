@@ -21,12 +21,14 @@ import pendulum
 
 from airflow_bt.faults import failpoint
 from airflow_bt.logs import LogLike
+from airflow_bt.steps.checks import CheckResult, PredictionCheckError, PredictionStats, checks_error, evaluate
 from airflow_bt.steps.input_checks import csv_fields
 from airflow_bt.steps.layout import ERRORS_NAME, LATEST_NAME, MANIFEST_NAME, SUCCESS_NAME
 from airflow_bt.steps.pointer import completed_at, move_latest_forward
 from airflow_bt.steps.predictions import (
     JOIN_BLOCK,
     ReconcileError,
+    Tap,
     checked_predictions,
     count_lines,
     line_blocks,
@@ -34,6 +36,7 @@ from airflow_bt.steps.predictions import (
     prediction_uri,
     read_rejected,
     strip_newline,
+    tapped_lines,
 )
 from airflow_bt.storage.base import ObjectNotFoundError, Storage
 from airflow_bt.storage.uris import join_uri
@@ -97,14 +100,15 @@ def _kept(lines: list[bytes], first: int, skip: AbstractSet[int]) -> list[bytes]
 
 
 def _join_csv(rows: BinaryIO, preds: BinaryIO, width: int, shard_key: str, *, fields: int,
-              skip: AbstractSet[int] = frozenset(), origin: Callable[[int], str] = str) -> Iterator[bytes]:
+              skip: AbstractSet[int] = frozenset(), origin: Callable[[int], str] = str,
+              tap: Tap | None = None) -> Iterator[bytes]:
     """``row,prediction\\n`` for every pair, a block of rows at a time (the per-line work runs in C).
 
     Rows must have ``fields`` fields (checked per block by counting commas; a block whose count is
     off, or that holds a quoted field, whose commas may be data, is checked row by row). Records in
     ``skip`` (rejected by the model) have no prediction and are left out.
     """
-    pred_blocks = checked_predictions(preds, width, shard_key)
+    pred_blocks = checked_predictions(preds, width, shard_key, tap)
     pending: list[bytes] = []
     used = 0  # of pending
     first = 1  # record number of the block's first row
@@ -181,15 +185,15 @@ def _origin(summary: dict[str, Any], shard_key: str) -> Callable[[int], str]:
 
 
 def _join_text(out: BinaryIO, rows: BinaryIO, preds: BinaryIO, summary: dict[str, Any], shard: dict[str, Any],
-               prediction_columns: list[str], fields: int, skip: AbstractSet[int]) -> None:
+               prediction_columns: list[str], fields: int, skip: AbstractSet[int], tap: Tap | None = None) -> None:
     """Text in, the same text out: the shard's lines joined with the prediction lines as they are."""
     if summary["format"] == "csv":
         out.write((f"{summary.get('header')}," + ",".join(prediction_columns) + "\n").encode())
         for block in _join_csv(rows, preds, len(prediction_columns), shard["key"], fields=fields, skip=skip,
-                               origin=_origin(summary, shard["key"])):
+                               origin=_origin(summary, shard["key"]), tap=tap):
             out.write(block)
     else:
-        _write_joined(out, _join_jsonl(rows, preds, prediction_columns, shard["key"], skip))
+        _write_joined(out, _join_jsonl(rows, tapped_lines(preds, tap), prediction_columns, shard["key"], skip))
 
 
 def _part_key(shard_key: str, fmt: str) -> str:
@@ -256,8 +260,10 @@ def publish_attempt(
     schema: dict[str, str] | None = None,
     prediction_types: dict[str, str] | None = None,
     compression: str = "zstd",
+    checks: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
     logger: LogLike | None = None,
+    statistics: bool = True,
 ) -> dict[str, Any]:
     """Join predictions onto the shards' rows and publish them write-once under ``attempt_prefix``.
 
@@ -274,6 +280,12 @@ def publish_attempt(
     shard) plus one column per prediction of its ``prediction_types`` type (default ``float64``),
     Parquet compressed with ``compression`` (``zstd``, ``snappy`` or ``none``). The manifest records
     the schema. Text in, the same text out, joins the lines as they are.
+
+    The prediction columns' statistics are computed on the way (:mod:`airflow_bt.steps.checks`) and
+    recorded in the manifest; ``checks`` (``postprocess.checks``) judges them before ``_SUCCESS`` and raises
+    :class:`~airflow_bt.steps.checks.PredictionCheckError` for a failed check with ``on_check_failure:
+    fail`` (the attempt then has parts and a manifest, and no ``_SUCCESS``). ``statistics=False`` (without
+    ``checks``) skips them: only to measure what they cost.
     """
     logger = logger or log
     started = time.monotonic()
@@ -281,6 +293,11 @@ def publish_attempt(
         raise ValueError("prediction_columns must name at least one column")
     fmt = summary["format"]
     typed = _typed_settings(store, summary, prediction_columns, output_format, schema, prediction_types, compression)
+    error = checks_error(checks or {}, list(prediction_columns))
+    if error:
+        raise ValueError(f"postprocess.checks: {error}")
+    stats = PredictionStats(list(prediction_columns), checks)
+    tap = stats.add_lines if statistics or checks else None  # statistics=False: only to measure their cost
     found = reconcile(store, summary, predictions)
     header = summary.get("header")
     fields = csv_fields(header.encode()) if fmt == "csv" and header else 0
@@ -295,11 +312,12 @@ def publish_attempt(
             if typed is not None:
                 from airflow_bt.steps.typed_parts import write_typed_part
 
-                write_typed_part(store, summary, shard, located.uri, out, typed, skip)
+                write_typed_part(store, summary, shard, located.uri, out, typed, skip,
+                                 observe=stats.add_arrays if tap else None)
             else:
                 rows = stack.enter_context(store.open_read(shard["uri"]))
                 preds = stack.enter_context(store.open_read(located.uri))
-                _join_text(out, rows, preds, summary, shard, prediction_columns, fields, skip)
+                _join_text(out, rows, preds, summary, shard, prediction_columns, fields, skip, tap=tap)
         parts.append({"key": part_key, "shard": shard["key"], "uri": part_uri, "rows": shard["records"] - len(skip)})
         failpoint("publish.after_part", part_uri)
         logger.info("published shard %d of %d: %s, %d rows", index, len(summary["shards"]), part_uri,
@@ -333,7 +351,15 @@ def publish_attempt(
         "publish_seconds": round(time.monotonic() - started, 3),
         **(metadata or {}),
     }
+    failed = _judge(store, manifest, stats, checks or {}, latest_uri, logger)
     store.put_bytes(join_uri(attempt_prefix, MANIFEST_NAME), json.dumps(manifest, indent=1, default=str).encode())
+    if failed:
+        raise PredictionCheckError(
+            f"{len(failed)} prediction check(s) failed, so nothing was published ({attempt_prefix} has no "
+            f"{SUCCESS_NAME}; its {MANIFEST_NAME} holds the statistics): "
+            + "; ".join(r.message() for r in failed)
+            + ". Fix the model or its input, or relax the setting (postprocess.checks.on_check_failure: warn "
+              "publishes anyway)")
     failpoint("publish.before_success", attempt_prefix)
     store.put_bytes(join_uri(attempt_prefix, SUCCESS_NAME), b"")
     failpoint("publish.before_latest", attempt_prefix)
@@ -345,6 +371,52 @@ def publish_attempt(
                 time.monotonic() - started, LATEST_NAME,
                 "points to it" if moved else "stays at an attempt that completed later")
     return manifest
+
+
+def _judge(store: Storage, manifest: dict[str, Any], stats: PredictionStats, checks: dict[str, Any],
+           latest_uri: str, logger: LogLike) -> list[CheckResult]:
+    """Put the statistics and the checks' results in ``manifest``; the failures that stop the publication."""
+    statistics = stats.describe(manifest["rows_out"])
+    manifest["statistics"] = statistics
+    if not checks:
+        return []
+    drift = any({"max_mean_shift", "max_psi"} & set(spec) for spec in (checks.get("columns") or {}).values())
+    previous = previous_statistics(store, latest_uri, int(checks.get("drift_lookback_days", 7))) if drift else None
+    results = evaluate(checks, statistics, previous[1] if previous else None)
+    manifest["checks"] = {"on_check_failure": checks.get("on_check_failure", "fail"),
+                          "compared_with": previous[0] if previous else None,
+                          "results": [r.as_dict() for r in results]}
+    if drift and previous is None:
+        logger.info("drift checks skipped: no published day within %s day(s) before this one",
+                    checks.get("drift_lookback_days", 7))
+    failed = [r for r in results if not r.passed]
+    for result in results:
+        (logger.warning if not result.passed else logger.info)("prediction check: %s", result.message())
+    return failed if checks.get("on_check_failure", "fail") == "fail" else []
+
+
+def previous_statistics(store: Storage, latest_uri: str, lookback_days: int) -> tuple[str, dict[str, Any]] | None:
+    """``(day, statistics)`` of the last published day before this one (``.../dt=<day>/_LATEST.json``), looking
+    back at most ``lookback_days`` days; None for another layout or when none was published."""
+    import datetime as dt
+
+    folder = latest_uri.rstrip("/").rsplit("/", 2)
+    if len(folder) != 3 or not folder[1].startswith("dt="):
+        return None
+    try:
+        day = dt.date.fromisoformat(folder[1][3:])
+    except ValueError:
+        return None
+    for back in range(1, lookback_days + 1):
+        earlier = (day - dt.timedelta(days=back)).isoformat()
+        try:
+            pointer = json.loads(store.read_bytes(f"{folder[0]}/dt={earlier}/{LATEST_NAME}"))
+            statistics = json.loads(store.read_bytes(pointer["manifest"])).get("statistics")
+        except ObjectNotFoundError:
+            continue
+        if statistics:
+            return earlier, statistics
+    return None
 
 
 def point_latest(store: Storage, latest_uri: str, manifest: dict[str, Any]) -> bool:

@@ -19,7 +19,7 @@ import contextlib
 import datetime as dt
 import decimal
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -297,8 +297,10 @@ class _PartWriter:
 
 
 def write_typed_part(store: Storage, summary: dict[str, Any], shard: dict[str, Any], predictions_uri: str,
-                     out: BinaryIO, settings: TypedSettings, skip: AbstractSet[int] = frozenset()) -> int:
-    """Join one shard's typed rows and predictions into ``out``; returns the rows written."""
+                     out: BinaryIO, settings: TypedSettings, skip: AbstractSet[int] = frozenset(),
+                     observe: Callable[[list[Any]], None] | None = None) -> int:
+    """Join one shard's typed rows and predictions into ``out``; returns the rows written. ``observe`` sees
+    each batch of typed prediction columns (the publish step's statistics)."""
     import pyarrow as pa
 
     source = _RowSource(store, summary, shard, settings.schema)
@@ -313,6 +315,8 @@ def write_typed_part(store: Storage, summary: dict[str, Any], shard: dict[str, A
                     batch = batch.filter(pa.array([n not in skip for n in range(first, first + count)]))
                 first += count
                 answers = predictions.take(batch.num_rows)
+                if observe is not None:
+                    observe(answers)
                 writer.write(pa.RecordBatch.from_arrays([*batch.columns, *answers], schema=writer.schema))
                 written += batch.num_rows
             predictions.finish()

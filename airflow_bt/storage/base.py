@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -125,6 +125,11 @@ class Storage(abc.ABC):
     def read_bytes(self, uri: str) -> bytes:
         with self.open_read(uri) as src:
             return src.read()
+
+    @abc.abstractmethod
+    def delete_objects(self, uris: Sequence[str]) -> None:
+        """Delete these objects (a missing one is no error). Only the explicit, opt-in cleanup of scratch
+        (``work/``) prefixes calls it (:mod:`airflow_bt.steps.retention`): published objects are never deleted."""
 
     def has_objects(self, prefix_uri: str) -> bool:
         return next(iter(self.list(prefix_uri)), None) is not None

@@ -7,7 +7,7 @@ import fcntl
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
 from airflow_bt.storage.base import (
@@ -153,6 +153,21 @@ class LocalStorage(Storage):
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
+
+    def delete_objects(self, uris: Sequence[str]) -> None:
+        folders = set()
+        for uri in uris:
+            path = file_path(uri)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            folders.add(os.path.dirname(path))
+        for folder in sorted(folders, key=len, reverse=True):  # the folders they leave empty, deepest first
+            while True:
+                try:
+                    os.rmdir(folder)
+                except OSError:  # not empty (or gone): stop climbing
+                    break
+                folder = os.path.dirname(folder)
 
     def exists(self, uri: str) -> bool:
         return os.path.isfile(file_path(uri))

@@ -7,7 +7,7 @@ import hashlib
 import io
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
@@ -243,6 +243,20 @@ class S3Storage(Storage):
         with io.BufferedReader(_RangedReader(self.client, bucket, key, obj.size, obj.etag, obj.uri),
                                buffer_size=64 * 1024) as stream:
             yield stream
+
+    def delete_objects(self, uris: Sequence[str]) -> None:
+        by_bucket: dict[str, list[str]] = {}
+        for uri in uris:
+            bucket, key = split_s3(uri)
+            by_bucket.setdefault(bucket, []).append(key)
+        for bucket, keys in by_bucket.items():
+            for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+                answer = self.client.delete_objects(Bucket=bucket, Delete={
+                    "Objects": [{"Key": key} for key in keys[start:start + 1000]], "Quiet": True})
+                if answer.get("Errors"):
+                    first = answer["Errors"][0]
+                    raise StorageError(f"deleting s3://{bucket}/{first.get('Key')} failed: {first.get('Code')} "
+                                       f"{first.get('Message')} ({len(answer['Errors'])} object(s) not deleted)")
 
     @contextlib.contextmanager
     def open_write(self, uri: str, *, durable: bool = True) -> Iterator[BinaryIO]:

@@ -20,32 +20,11 @@ import tarfile
 from pathlib import Path
 
 import pytest
-import yaml
-from airflow_env import REPO, airflow, airflow_env
-from data_helpers import corrupt_tenure
+from airflow_env import airflow, airflow_env
+from data_helpers import copy_demo, corrupt_tenure, dag_folder
 
 pytestmark = pytest.mark.integration
 DS = "2026-06-24"
-
-
-def dag_folder(tmp_path: Path, **sections: dict) -> Path:
-    """The repo's DAG file with the churn config, no retries, and ``sections`` merged into its settings."""
-    folder = tmp_path / "dags"
-    (folder / "configs").mkdir(parents=True)
-    shutil.copy(REPO / "dags" / "scoring_dags.py", folder)
-    config = yaml.safe_load((REPO / "dags" / "configs" / "churn.yaml").read_text())
-    config["retries"] = 0
-    for section, values in sections.items():
-        config.setdefault(section, {}).update(values)
-    (folder / "configs" / "churn.yaml").write_text(yaml.safe_dump(config))
-    return folder
-
-
-def copy_demo(demo_root: Path, tmp_path: Path) -> Path:
-    data = tmp_path / "data"
-    shutil.copytree(demo_root / "input", data / "input")
-    shutil.copytree(demo_root / "models", data / "models")
-    return data
 
 
 def run_dag(airflow_home: Path, data: Path, folder: Path, **env: str):

@@ -173,6 +173,10 @@ class SteppedStorage(Storage):
         self._turn()
         return self.store.replace_if(uri, data, expected_version)
 
+    def delete_objects(self, uris):
+        self._turn()
+        return self.store.delete_objects(uris)
+
     def exists(self, uri):
         self._turn()
         return self.store.exists(uri)
