@@ -109,6 +109,8 @@ SCHEMA: dict[str, Any] = {
         "compression": Field(str, default="zstd", choices=("zstd", "snappy", "none")),
         "checks": Field(dict, default=None),  # prediction checks before _SUCCESS (README, "Prediction checks")
     },
+    # notifiers called when a run fails or succeeds, or a task retries (dag_factory/alerts.py)
+    "alerts": Field(dict, default=None),
     "retention": {
         # a final task deletes work/ run folders of published days older than this (off by default)
         "work_days": Field((int, float), default=None, minimum=0),
@@ -187,6 +189,12 @@ def load_config(path: str | Path) -> dict[str, Any]:
     config = _validate(data, SCHEMA, (), source, lines)
     _check_columns(config, source, lines)
     _check_request_settings(config, source, lines)
+    if config["alerts"] is not None:
+        from airflow_bt.dag_factory.alerts import alerts_error
+
+        error = alerts_error(config["alerts"])
+        if error:
+            raise ConfigError(f"{_at(source, lines, 'alerts')}: {error}")
     if config["retention"]["work_days"] is not None:
         for key in ("work", "output"):
             if not config["paths"][key].rstrip("/").endswith("/dt={{ ds }}"):

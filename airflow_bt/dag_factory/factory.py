@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_bt.compat import DAG, Asset, Param
+from airflow_bt.dag_factory.alerts import alerts_for
 from airflow_bt.dag_factory.config import load_config
 from airflow_bt.operators.postprocess import PublishPredictionsOperator
 from airflow_bt.operators.retention import ScratchRetentionOperator
@@ -84,7 +85,11 @@ def build_dag(config: dict[str, Any], *, default_root: str) -> DAG:
             "owner": config["owner"],
             "retries": config["retries"],
             "retry_delay": dt.timedelta(minutes=config["retry_delay_minutes"]),
+            **({"on_retry_callback": retry} if (retry := alerts_for(config["alerts"], "on_retry")) else {}),
         },
+        # Alert objects are callables of the context (mypy cannot see a list of them as Airflow's Callable list)
+        on_failure_callback=alerts_for(config["alerts"], "on_failure") or None,  # type: ignore[arg-type]
+        on_success_callback=alerts_for(config["alerts"], "on_success") or None,  # type: ignore[arg-type]
         params={
             "root_uri": Param(resolve_root(config, default_root), type="string",
                               description="Data root (file:///... or s3://bucket/prefix)"),

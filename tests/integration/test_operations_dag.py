@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,86 @@ def test_retention_deletes_the_published_run_scratch_and_nothing_else(airflow_ho
     latest = json.loads((data / "output/churn" / f"dt={DS}" / "_LATEST.json").read_text())
     attempt = Path(latest["attempt_prefix"].removeprefix("file://"))
     assert (attempt / "_SUCCESS").exists() and list(attempt.glob("part-*.csv"))
+
+
+SINK = '''
+import json
+
+def record(context, path, event):
+    """Append the event and the run to ``path``: what a notifier would have sent."""
+    with open(path, "a") as fh:
+        fh.write(json.dumps({"event": event, "run_id": context["dag_run"].run_id}) + "\\n")
+'''
+
+
+def alerting_dag_folder(tmp_path: Path, sink: Path, **settings) -> Path:
+    """The churn DAG with every alert recorded in ``sink``, and these top-level ``settings``."""
+    alerts = {event: [{"notifier": "alert_sink.record", "args": {"path": str(sink), "event": event}}]
+              for event in ("on_failure", "on_retry", "on_success")}
+    folder = dag_folder(tmp_path, alerts=alerts)
+    (folder / "alert_sink.py").write_text(SINK)  # the DAGs folder is on sys.path, as for any DAG helper
+    config = yaml.safe_load((folder / "configs/churn.yaml").read_text())
+    config.update(settings)
+    (folder / "configs/churn.yaml").write_text(yaml.safe_dump(config))
+    return folder
+
+
+def events(sink: Path) -> list[str]:
+    return [json.loads(line)["event"] for line in sink.read_text().splitlines()] if sink.exists() else []
+
+
+def test_alerts_call_the_notifiers_once_per_failed_run_and_per_retry(airflow_home, demo_root, tmp_path):
+    from data_helpers import corrupt_tenure
+
+    data = copy_demo(demo_root, tmp_path)
+    corrupt_tenure(data / "input/churn" / f"dt={DS}" / "customers-0002.csv")
+    sink = tmp_path / "alerts.jsonl"
+    folder = alerting_dag_folder(tmp_path, sink, retries=1, retry_delay_minutes=0)
+    env = airflow_env(airflow_home, data, AIRFLOW__CORE__DAGS_FOLDER=str(folder))
+    proc = airflow(env, "dags", "test", "churn_nightly_scoring", DS, check=False)
+    assert proc.returncode != 0
+    assert events(sink) == ["on_retry", "on_failure"]  # the transform's one retry, then the run's failure
+
+    sink.unlink()
+    healthy = copy_demo(demo_root, tmp_path / "healthy")
+    airflow(airflow_env(airflow_home, healthy, AIRFLOW__CORE__DAGS_FOLDER=str(folder)),
+            "dags", "test", "churn_nightly_scoring", DS)
+    assert events(sink) == ["on_success"]
+
+
+def test_a_scheduled_failing_run_calls_the_failure_notifier_once(pg_database, demo_root, tmp_path):
+    """With a real scheduler (and, on Airflow 3, the dag-processor that runs DAG callbacks) on Postgres."""
+    from airflow_env import AirflowServices, api_healthy, free_port, wait_for
+    from data_helpers import corrupt_tenure
+
+    from airflow_bt.compat import AIRFLOW_V3
+
+    data = copy_demo(demo_root, tmp_path)
+    corrupt_tenure(data / "input/churn" / f"dt={DS}" / "customers-0002.csv")
+    sink = tmp_path / "alerts.jsonl"
+    # unpausing also schedules the latest closed day, which has no input and waits beside the test's run
+    folder = alerting_dag_folder(tmp_path, sink, max_active_runs=3)
+    port = free_port()
+    env = airflow_env(
+        tmp_path / "home", data, AIRFLOW__CORE__DAGS_FOLDER=str(folder),
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=pg_database.url, AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+        AIRFLOW__API__PORT=str(port), AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
+        AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="1", AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL="5",
+    )
+    airflow(env, "db", "migrate")
+    airflow(env, "dags", "reserialize")
+    components = ([["api-server", "--port", str(port)], ["scheduler"], ["dag-processor"]] if AIRFLOW_V3
+                  else [["scheduler"]])
+    date_column = "logical_date" if AIRFLOW_V3 else "execution_date"
+    with AirflowServices(env, tmp_path / "logs", *components) as services:
+        if AIRFLOW_V3:
+            wait_for(lambda: api_healthy(port), "the api-server", services, timeout=120)
+        airflow(env, "dags", "trigger", "churn_nightly_scoring", "--logical-date" if AIRFLOW_V3 else "--exec-date",
+                f"{DS}T00:00:00+00:00")
+        airflow(env, "dags", "unpause", "churn_nightly_scoring")
+        wait_for(lambda: pg_database.query(
+            f"SELECT state FROM dag_run WHERE dag_id='churn_nightly_scoring' AND {date_column}::date = %s::date", DS)
+            == [("failed",)], "the run to fail", services, timeout=240)
+        wait_for(lambda: "on_failure" in events(sink), "the failure notifier", services, timeout=120)
+        time.sleep(5)  # a second call would come from the same scheduler loop; give it the time to show
+    assert events(sink).count("on_failure") == 1
