@@ -351,7 +351,7 @@ def publish_attempt(
         "publish_seconds": round(time.monotonic() - started, 3),
         **(metadata or {}),
     }
-    failed = _judge(store, manifest, stats, checks or {}, latest_uri, logger)
+    failed = _judge(store, manifest, stats if tap else None, checks or {}, latest_uri, logger)
     store.put_bytes(join_uri(attempt_prefix, MANIFEST_NAME), json.dumps(manifest, indent=1, default=str).encode())
     if failed:
         raise PredictionCheckError(
@@ -373,9 +373,12 @@ def publish_attempt(
     return manifest
 
 
-def _judge(store: Storage, manifest: dict[str, Any], stats: PredictionStats, checks: dict[str, Any],
+def _judge(store: Storage, manifest: dict[str, Any], stats: PredictionStats | None, checks: dict[str, Any],
            latest_uri: str, logger: LogLike) -> list[CheckResult]:
-    """Put the statistics and the checks' results in ``manifest``; the failures that stop the publication."""
+    """Put the statistics and the checks' results in ``manifest``; the failures that stop the publication.
+    ``stats`` is None when they were not computed (``statistics=False``, to measure their cost)."""
+    if stats is None:
+        return []
     statistics = stats.describe(manifest["rows_out"])
     manifest["statistics"] = statistics
     if not checks:
@@ -413,6 +416,10 @@ def previous_statistics(store: Storage, latest_uri: str, lookback_days: int) -> 
             pointer = json.loads(store.read_bytes(f"{folder[0]}/dt={earlier}/{LATEST_NAME}"))
             statistics = json.loads(store.read_bytes(pointer["manifest"])).get("statistics")
         except ObjectNotFoundError:
+            continue
+        except (ValueError, KeyError, TypeError) as exc:  # an unreadable pointer or manifest: not a baseline
+            log.warning("drift: dt=%s's %s or manifest cannot be read (%s); looking further back", earlier,
+                        LATEST_NAME, exc)
             continue
         if statistics:
             return earlier, statistics

@@ -152,3 +152,13 @@ def test_bad_check_settings_are_named(checks, message):
 
     error = checks_error(checks, ["p"])
     assert error is not None and re.search(message, error), error
+
+
+def test_an_unreadable_earlier_day_is_no_baseline_and_the_one_before_it_is(tmp_path: Path) -> None:
+    publish_day(tmp_path, "2026-06-22", "healthy", "csv")
+    publish_day(tmp_path, "2026-06-23", "healthy", "csv")
+    pointer = tmp_path / "output/dt=2026-06-23/_LATEST.json"
+    pointer.unlink()
+    pointer.write_text("{not json")  # e.g. written by hand
+    manifest = publish_day(tmp_path, "2026-06-24", "healthy", "csv")
+    assert manifest["checks"]["compared_with"] == "2026-06-22"
