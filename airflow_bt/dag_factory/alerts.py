@@ -13,7 +13,9 @@ A class (a ``BaseNotifier`` subclass) is instantiated with ``args`` and called w
 context; a function is called with the context and ``args`` as keywords. The path is checked when the
 DAG is parsed (its module must be importable: :func:`alerts_error`), but the module is imported only when
 the callback runs, so a notifier's dependencies never load at parse time. ``on_failure`` and
-``on_success`` are the DAG's callbacks (once per run); ``on_retry`` is every task's.
+``on_success`` are the DAG's callbacks (once per run); ``on_retry`` is every task's;
+``on_deadline_miss`` (default: ``on_failure``'s) is called when a run misses the config's ``deadline``
+(:func:`deadline_settings`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import importlib.util
 import re
 from typing import Any
 
-EVENTS = ("on_failure", "on_retry", "on_success")
+EVENTS = ("on_failure", "on_retry", "on_success", "on_deadline_miss")
 _PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$")
 
 
@@ -96,3 +98,30 @@ def alerts_for(alerts: dict[str, Any] | None, event: str) -> list[Alert]:
         spec: dict[str, Any] = {"notifier": entry} if isinstance(entry, str) else dict(entry)
         out.append(Alert(spec["notifier"], spec.get("args")))
     return out
+
+
+def deadline_missed(alerts: list[dict[str, Any]], context: Any = None, **_: Any) -> None:
+    """The Deadline Alert's callback (Airflow 3): call every ``on_deadline_miss`` notifier with the context."""
+    for spec in alerts:
+        Alert(spec["notifier"], spec.get("args"))(context if context is not None else {})
+
+
+def deadline_settings(alerts: dict[str, Any] | None, within: Any) -> dict[str, Any]:
+    """The DAG arguments that enforce "published within ``within`` of the run's start" on this Airflow line.
+
+    Airflow 3: a Deadline Alert from the moment the run is queued (a scheduled run is queued at
+    ``schedule.run_at``), which calls the ``on_deadline_miss`` notifiers (else ``on_failure``'s) and lets the
+    run go on. Airflow 2: ``dagrun_timeout``, which fails the run at the deadline, so the ``on_failure``
+    notifiers are called.
+    """
+    from airflow_bt.compat import AIRFLOW_V3
+
+    if not AIRFLOW_V3:
+        return {"dagrun_timeout": within}
+    from airflow.sdk.definitions.callback import SyncCallback
+    from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
+
+    targets = alerts_for(alerts, "on_deadline_miss") or alerts_for(alerts, "on_failure")
+    specs = [{"notifier": a.path, "args": a.args} for a in targets]
+    return {"deadline": DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=within,
+                                      callback=SyncCallback(deadline_missed, kwargs={"alerts": specs}))}

@@ -109,8 +109,10 @@ SCHEMA: dict[str, Any] = {
         "compression": Field(str, default="zstd", choices=("zstd", "snappy", "none")),
         "checks": Field(dict, default=None),  # prediction checks before _SUCCESS (README, "Prediction checks")
     },
-    # notifiers called when a run fails or succeeds, or a task retries (dag_factory/alerts.py)
+    # notifiers called when a run fails or succeeds, a task retries, or a run misses its deadline
     "alerts": Field(dict, default=None),
+    # "published by" HH:MM in schedule.timezone, on the day the run starts (after schedule.run_at)
+    "deadline": Field(str, default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$"),
     "retention": {
         # a final task deletes work/ run folders of published days older than this (off by default)
         "work_days": Field((int, float), default=None, minimum=0),
@@ -195,6 +197,15 @@ def load_config(path: str | Path) -> dict[str, Any]:
         error = alerts_error(config["alerts"])
         if error:
             raise ConfigError(f"{_at(source, lines, 'alerts')}: {error}")
+    if config["deadline"] is not None:
+        if config["deadline"] <= config["schedule"]["run_at"]:
+            raise ConfigError(f"{_at(source, lines, 'deadline')}: {config['deadline']} is not after "
+                              f"schedule.run_at {config['schedule']['run_at']}: a run starts at run_at and must "
+                              "be published by the deadline, the same day")
+        alerts = config["alerts"] or {}
+        if not (alerts.get("on_deadline_miss") or alerts.get("on_failure")):
+            raise ConfigError(f"{_at(source, lines, 'deadline')}: nobody would be told of a missed deadline; add "
+                              "alerts.on_deadline_miss (or alerts.on_failure)")
     if config["retention"]["work_days"] is not None:
         for key in ("work", "output"):
             if not config["paths"][key].rstrip("/").endswith("/dt={{ ds }}"):

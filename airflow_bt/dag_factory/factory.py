@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_bt.compat import DAG, Asset, Param
-from airflow_bt.dag_factory.alerts import alerts_for
+from airflow_bt.dag_factory.alerts import alerts_for, deadline_settings
 from airflow_bt.dag_factory.config import load_config
 from airflow_bt.operators.postprocess import PublishPredictionsOperator
 from airflow_bt.operators.retention import ScratchRetentionOperator
@@ -64,6 +64,12 @@ REQUEST_SETTINGS = ("input_filter", "output_filter", "model_client_config", "tag
                     "vpc_config", "enable_network_isolation", "data_capture", "model_package_name")
 
 
+def _deadline_after_start(config: dict[str, Any]) -> dt.timedelta:
+    """From ``schedule.run_at`` to ``deadline``, wall-clock times of the same day."""
+    start = dt.datetime.strptime(config["schedule"]["run_at"], "%H:%M")
+    return dt.datetime.strptime(config["deadline"], "%H:%M") - start
+
+
 def build_dag(config: dict[str, Any], *, default_root: str) -> DAG:
     """The scoring DAG described by a validated config (see :func:`load_config`)."""
     model = config["model"]
@@ -90,6 +96,7 @@ def build_dag(config: dict[str, Any], *, default_root: str) -> DAG:
         # Alert objects are callables of the context (mypy cannot see a list of them as Airflow's Callable list)
         on_failure_callback=alerts_for(config["alerts"], "on_failure") or None,  # type: ignore[arg-type]
         on_success_callback=alerts_for(config["alerts"], "on_success") or None,  # type: ignore[arg-type]
+        **(deadline_settings(config["alerts"], _deadline_after_start(config)) if config["deadline"] else {}),
         params={
             "root_uri": Param(resolve_root(config, default_root), type="string",
                               description="Data root (file:///... or s3://bucket/prefix)"),

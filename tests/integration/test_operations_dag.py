@@ -52,15 +52,17 @@ import json
 
 def record(context, path, event):
     """Append the event and the run to ``path``: what a notifier would have sent."""
+    run = context.get("dag_run")
+    run_id = run.get("run_id") if isinstance(run, dict) else getattr(run, "run_id", None)
     with open(path, "a") as fh:
-        fh.write(json.dumps({"event": event, "run_id": context["dag_run"].run_id}) + "\\n")
+        fh.write(json.dumps({"event": event, "run_id": run_id}) + "\\n")
 '''
 
 
 def alerting_dag_folder(tmp_path: Path, sink: Path, **settings) -> Path:
     """The churn DAG with every alert recorded in ``sink``, and these top-level ``settings``."""
     alerts = {event: [{"notifier": "alert_sink.record", "args": {"path": str(sink), "event": event}}]
-              for event in ("on_failure", "on_retry", "on_success")}
+              for event in ("on_failure", "on_retry", "on_success", "on_deadline_miss")}
     folder = dag_folder(tmp_path, alerts=alerts)
     (folder / "alert_sink.py").write_text(SINK)  # the DAGs folder is on sys.path, as for any DAG helper
     config = yaml.safe_load((folder / "configs/churn.yaml").read_text())
@@ -92,18 +94,9 @@ def test_alerts_call_the_notifiers_once_per_failed_run_and_per_retry(airflow_hom
     assert events(sink) == ["on_success"]
 
 
-def test_a_scheduled_failing_run_calls_the_failure_notifier_once(pg_database, demo_root, tmp_path):
-    """With a real scheduler (and, on Airflow 3, the dag-processor that runs DAG callbacks) on Postgres."""
-    from airflow_env import AirflowServices, api_healthy, free_port, wait_for
-    from data_helpers import corrupt_tenure
+def scheduler_env(pg_database, tmp_path: Path, data: Path, folder: Path) -> tuple[dict[str, str], int]:
+    from airflow_env import free_port
 
-    from airflow_bt.compat import AIRFLOW_V3
-
-    data = copy_demo(demo_root, tmp_path)
-    corrupt_tenure(data / "input/churn" / f"dt={DS}" / "customers-0002.csv")
-    sink = tmp_path / "alerts.jsonl"
-    # unpausing also schedules the latest closed day, which has no input and waits beside the test's run
-    folder = alerting_dag_folder(tmp_path, sink, max_active_runs=3)
     port = free_port()
     env = airflow_env(
         tmp_path / "home", data, AIRFLOW__CORE__DAGS_FOLDER=str(folder),
@@ -113,18 +106,70 @@ def test_a_scheduled_failing_run_calls_the_failure_notifier_once(pg_database, de
     )
     airflow(env, "db", "migrate")
     airflow(env, "dags", "reserialize")
-    components = ([["api-server", "--port", str(port)], ["scheduler"], ["dag-processor"]] if AIRFLOW_V3
-                  else [["scheduler"]])
+    return env, port
+
+
+def scheduler_components(port: int) -> list[list[str]]:
+    """The scheduler, and on Airflow 3 the api-server and the dag-processor (which runs DAG callbacks)."""
+    from airflow_bt.compat import AIRFLOW_V3
+
+    return ([["api-server", "--port", str(port)], ["scheduler"], ["dag-processor"]] if AIRFLOW_V3
+            else [["scheduler"]])
+
+
+def trigger_the_day(env: dict[str, str], port: int, services) -> None:
+    """Trigger the run of DS once the services answer, and unpause the DAG so that it runs."""
+    from airflow_env import api_healthy, wait_for
+
+    from airflow_bt.compat import AIRFLOW_V3
+
+    if AIRFLOW_V3:
+        wait_for(lambda: api_healthy(port), "the api-server", services, timeout=120)
+    airflow(env, "dags", "trigger", "churn_nightly_scoring", "--logical-date" if AIRFLOW_V3 else "--exec-date",
+            f"{DS}T00:00:00+00:00")
+    airflow(env, "dags", "unpause", "churn_nightly_scoring")
+
+
+def test_a_scheduled_failing_run_calls_the_failure_notifier_once(pg_database, demo_root, tmp_path):
+    """With a real scheduler (and, on Airflow 3, the dag-processor that runs DAG callbacks) on Postgres."""
+    from airflow_env import AirflowServices, wait_for
+    from data_helpers import corrupt_tenure
+
+    from airflow_bt.compat import AIRFLOW_V3
+
+    data = copy_demo(demo_root, tmp_path)
+    corrupt_tenure(data / "input/churn" / f"dt={DS}" / "customers-0002.csv")
+    sink = tmp_path / "alerts.jsonl"
+    # unpausing also schedules the latest closed day, which has no input and waits beside the test's run
+    folder = alerting_dag_folder(tmp_path, sink, max_active_runs=3)
+    env, port = scheduler_env(pg_database, tmp_path, data, folder)
     date_column = "logical_date" if AIRFLOW_V3 else "execution_date"
-    with AirflowServices(env, tmp_path / "logs", *components) as services:
-        if AIRFLOW_V3:
-            wait_for(lambda: api_healthy(port), "the api-server", services, timeout=120)
-        airflow(env, "dags", "trigger", "churn_nightly_scoring", "--logical-date" if AIRFLOW_V3 else "--exec-date",
-                f"{DS}T00:00:00+00:00")
-        airflow(env, "dags", "unpause", "churn_nightly_scoring")
+    with AirflowServices(env, tmp_path / "logs", *scheduler_components(port)) as services:
+        trigger_the_day(env, port, services)
         wait_for(lambda: pg_database.query(
             f"SELECT state FROM dag_run WHERE dag_id='churn_nightly_scoring' AND {date_column}::date = %s::date", DS)
             == [("failed",)], "the run to fail", services, timeout=240)
         wait_for(lambda: "on_failure" in events(sink), "the failure notifier", services, timeout=120)
         time.sleep(5)  # a second call would come from the same scheduler loop; give it the time to show
     assert events(sink).count("on_failure") == 1
+
+
+def test_a_run_held_past_its_deadline_calls_the_deadline_notifier(pg_database, demo_root, tmp_path):
+    """Airflow 3: the Deadline Alert's callback; Airflow 2: dagrun_timeout fails the run, so on_failure."""
+    from airflow_env import AirflowServices, wait_for
+
+    from airflow_bt.compat import AIRFLOW_V3
+
+    data = copy_demo(demo_root, tmp_path)
+    for path in (data / "input/churn" / f"dt={DS}").iterdir():
+        path.unlink()  # the run waits for input that does not come
+    sink = tmp_path / "alerts.jsonl"
+    folder = alerting_dag_folder(tmp_path, sink, max_active_runs=3, schedule={"run_at": "02:00", "timezone": "UTC"},
+                                 deadline="02:01")
+    env, port = scheduler_env(pg_database, tmp_path, data, folder)
+    with AirflowServices(env, tmp_path / "logs", *scheduler_components(port)) as services:
+        trigger_the_day(env, port, services)
+        expected = "on_deadline_miss" if AIRFLOW_V3 else "on_failure"
+        wait_for(lambda: expected in events(sink), f"the {expected} notifier, a minute after the run was queued",
+                 services, timeout=300, describe=lambda: events(sink))
+    assert "on_success" not in events(sink)

@@ -92,3 +92,35 @@ def test_the_documented_smtp_example_is_valid_and_builds_its_notifier():
     (smtp,) = alerts_for(alerts, "on_failure")
     notifier = smtp.target()(**smtp.args)
     assert type(notifier).__name__ == "SmtpNotifier" and notifier.to == "data-eng@example.com"
+
+
+def test_a_deadline_is_a_deadline_alert_on_airflow_3_and_a_run_timeout_on_airflow_2(tmp_path: Path):
+    import datetime as dt
+
+    base = ("dag_id: d1\nmodel: churn\nstart_date: 2026-06-01\ntransform:\n  model_name: m\n"
+            "schedule:\n  run_at: '02:00'\n  timezone: Europe/Berlin\n")
+    alerts = "alerts:\n  on_deadline_miss: [airflow_bt.cli.main]\n"
+    (tmp_path / "c.yaml").write_text(base + "deadline: '06:30'\n" + alerts)
+    dag = build_dag(load_config(tmp_path / "c.yaml"), default_root=tmp_path.as_uri())
+    if AIRFLOW_V3:
+        (alert,) = dag.deadline if isinstance(dag.deadline, list) else [dag.deadline]
+        assert alert.interval == dt.timedelta(hours=4, minutes=30)
+        assert type(alert.reference).__name__ == "DagRunQueuedAtDeadline"
+        assert alert.callback.path == "airflow_bt.dag_factory.alerts.deadline_missed"
+        assert alert.callback.kwargs == {"alerts": [{"notifier": "airflow_bt.cli.main", "args": {}}]}
+    else:
+        assert dag.dagrun_timeout == dt.timedelta(hours=4, minutes=30)
+    for text, message in ((base + "deadline: '01:00'\n" + alerts, "is not after schedule.run_at 02:00"),
+                          (base + "deadline: '06:30'\n", "nobody would be told of a missed deadline"),
+                          (base + "deadline: '6:30'\n" + alerts, "setting `deadline`")):
+        (tmp_path / "c.yaml").write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_config(tmp_path / "c.yaml")
+
+
+def test_the_deadline_callback_calls_every_notifier_with_the_context():
+    from airflow_bt.dag_factory.alerts import deadline_missed
+
+    CALLS.clear()
+    deadline_missed([{"notifier": f"{__name__}.record", "args": {"label": "late"}}], context={"run_id": "r9"})
+    assert CALLS == [("late", "r9")]
