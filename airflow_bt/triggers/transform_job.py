@@ -8,6 +8,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_bt.compat import AIRFLOW_V3
 from airflow_bt.hooks.transform_job import AwsTransformJobParams, TransformJobHook
 from airflow_bt.transform.status import TransformJobStatus, next_poll_delay, past_deadline
 
@@ -72,7 +73,58 @@ class TransformJobTrigger(AwsTransformJobParams, BaseTrigger):
     def _event(self, status: str, **extra: Any) -> TriggerEvent:
         return TriggerEvent({"status": status, "job_name": self.job_name, **extra})  # type: ignore[no-untyped-call]
 
+    async def on_kill(self) -> None:
+        """Airflow 3.3+: a user marked the deferred task failed or success, or cleared it: stop the job (it
+        would run on, and bill, for nobody). A triggerer restart does not call this: the job runs on and the
+        restarted trigger attaches to it."""
+        await self._stop_job("its deferred task was stopped by a user")
+
+    async def _stop_job(self, why: str) -> None:
+        self.log.warning("stopping transform job %s: %s", self.job_name, why)
+        try:
+            await asyncio.to_thread(lambda: self._hook().stop(self.job_name, self.log))
+        except Exception:  # the task is gone either way; say that the job may still run
+            self.log.exception("could not stop transform job %s: it may still be running", self.job_name)
+
+    async def _stopped_by_a_user(self) -> bool:
+        """Airflow 2: the trigger is cancelled alike for a user's action and a triggerer shutdown; the task
+        tells them apart. Marked failed or success (the same try, now finished): a user ended it. Still
+        ``deferred``: the triggerer stopped, the task will be resumed. Anything else (cleared: no state,
+        scheduled, running, a later try): the task's new try attaches to this job, so it goes on."""
+        ti = getattr(self, "task_instance", None)
+        if ti is None:
+            return False
+
+        def state() -> tuple[Any, Any] | None:
+            from airflow.models.taskinstance import TaskInstance
+            from airflow.utils.session import create_session
+
+            with create_session() as session:
+                found = session.query(TaskInstance).filter_by(dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id,
+                                                              map_index=ti.map_index).one_or_none()
+                return None if found is None else (found.state, found.try_number)
+
+        try:
+            current = await asyncio.to_thread(state)
+        except Exception:  # no database here: do not stop a job on a guess
+            self.log.exception("could not read the state of task %s", ti.task_id)
+            return False
+        if current is None:
+            return False
+        status, try_number = current
+        ended = {"failed", "success", "skipped", "upstream_failed"}
+        return str(getattr(status, "value", status)) in ended and try_number == ti.try_number
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            async for event in self._poll():
+                yield event
+        except asyncio.CancelledError:
+            if not AIRFLOW_V3 and await self._stopped_by_a_user():  # Airflow 3.3+ calls on_kill instead
+                await self._stop_job("its deferred task was stopped by a user")
+            raise
+
+    async def _poll(self) -> AsyncIterator[TriggerEvent]:
         try:
             hook = await asyncio.to_thread(self._hook)
         except Exception as exc:

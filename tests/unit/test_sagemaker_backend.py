@@ -467,6 +467,45 @@ def test_the_triggers_budget_is_the_deadline():
     assert first_event(TransformJobTrigger("nope", poll_interval=0.01), FakeHook())["status"] == "error"
 
 
+def test_a_users_kill_of_the_deferred_task_stops_the_job():
+    """Airflow 3.3+ calls the trigger's on_kill for a user's action (mark failed/success, clear)."""
+    hook = FakeHook(j=[job("j", "InProgress")])
+    trigger = TransformJobTrigger("j", poll_interval=0.01)
+    trigger._hook = lambda: our_hook(hook)  # type: ignore[method-assign]
+    asyncio.run(trigger.on_kill())
+    assert hook.stopped == ["j"]
+
+
+@pytest.mark.parametrize(("by_a_user", "stopped"), [(True, ["j"]), (False, [])])
+def test_on_airflow_2_a_cancelled_trigger_stops_the_job_only_for_a_user(monkeypatch, by_a_user, stopped):
+    """A triggerer shutdown leaves the task deferred (the job runs on, the next trigger attaches)."""
+    import airflow_bt.triggers.transform_job as module
+
+    monkeypatch.setattr(module, "AIRFLOW_V3", False)
+    hook = FakeHook(j=[job("j", "InProgress")] * 1000)
+    trigger = TransformJobTrigger("j", poll_interval=0.01)
+    trigger._hook = lambda: our_hook(hook)  # type: ignore[method-assign]
+
+    async def user_action() -> bool:
+        return by_a_user
+
+    trigger._stopped_by_a_user = user_action  # type: ignore[method-assign]
+
+    async def run_then_cancel() -> None:
+        async def consume() -> None:
+            async for _ in trigger.run():  # type: ignore[attr-defined]
+                pass
+
+        task = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run_then_cancel())
+    assert hook.stopped == stopped
+
+
 def test_the_sensor_fails_on_stopped():
     sensor = TransformJobSensor(task_id="sense", job_name="j")
     fake = FakeHook(j=[job("j", "InProgress"), job("j", "Completed"), job("j", "Stopped")])
