@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -65,6 +66,7 @@ def restart(services: AirflowServices, component: str) -> None:
 def test_marking_failed_or_clearing_a_deferred_transform_stops_its_job_and_a_triggerer_restart_does_not(
         pg_database, sagemaker_stack, demo_root, tmp_path):
     stack = sagemaker_stack
+    started = time.time()
     bucket, root = s3_root(stack, demo_root)
     s3 = stack.client("s3")
     for obj in s3.list_objects_v2(Bucket=bucket, Prefix="root/input/churn/dt=2026-06-23/")["Contents"]:
@@ -104,7 +106,9 @@ def test_marking_failed_or_clearing_a_deferred_transform_stops_its_job_and_a_tri
         return rows[0][0] if rows else None
 
     def jobs(day: str) -> dict[str, str]:
-        found = sm.list_transform_jobs(NameContains=f"bt-churn-{day.replace('-', '')}-", MaxResults=100)
+        """This test's jobs for ``day`` (the service is the session's: other tests' jobs are older)."""
+        found = sm.list_transform_jobs(NameContains=f"bt-churn-{day.replace('-', '')}-", CreationTimeAfter=started,
+                                       MaxResults=100)
         return {j["TransformJobName"]: j["TransformJobStatus"] for j in found["TransformJobSummaries"]}
 
     components = ([["api-server", "--port", str(port)], ["scheduler"], ["dag-processor"], ["triggerer"]] if AIRFLOW_V3
