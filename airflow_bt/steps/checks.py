@@ -241,11 +241,9 @@ class PredictionStats:
                                                                         strings_can_be_null=True))
             arrays = [table.column(name) for name in self.columns]
         else:
-            import json
+            from airflow_bt.steps.predictions import json_prediction_values
 
-            rows = [json.loads(line) for line in lines]
-            arrays = [pa.array([r.get(name) if isinstance(r, dict) else (r if i == 0 else None) for r in rows])
-                      for i, name in enumerate(self.columns)]
+            arrays = [_array(values) for values in json_prediction_values(lines, self.columns)]
         for name, array in zip(self.columns, arrays, strict=True):
             self.stats[name].add(array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array)
 
@@ -257,6 +255,16 @@ class PredictionStats:
     def describe(self, rows: int) -> dict[str, Any]:
         self._flush()
         return {"rows": rows, "columns": {name: s.describe() for name, s in self.stats.items()}}
+
+
+def _array(values: list[Any]) -> Any:
+    """``values`` as an Arrow array; mixed kinds (numbers and text) as text, so nothing is lost or fails."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
 
 
 def _numbers(lines: list[bytes]) -> Any:

@@ -82,16 +82,35 @@ def sniffed_predictions(preds: BinaryIO, width: int, shard_key: str, tap: Tap | 
     if first is None:
         return "csv", iter(())
     chained = itertools.chain([first], blocks)
-    if first[0] and first[0][0].lstrip().startswith(b"{"):
+    if answered_json(first[0]):
         return "jsonl", _tapped((lines for lines, _commas, _quoted in chained), "jsonl", tap)
     return "csv", _tapped(_checked(chained, width, shard_key), "csv", tap)
+
+
+def answered_json(lines: list[bytes]) -> bool:
+    """Whether prediction lines are JSON objects (``application/jsonlines``), judged by the first one."""
+    return bool(lines) and lines[0].lstrip().startswith(b"{")
+
+
+def json_prediction_values(lines: list[bytes], columns: list[str]) -> list[list[Any]]:
+    """One list of values per prediction column from JSON prediction lines: an object's keys, or a bare
+    value (or a line that is not JSON, as text) for the first column, as the JSON Lines join reads them."""
+    values: list[list[Any]] = [[] for _ in columns]
+    for line in lines:
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            answer = line.decode()
+        for index, name in enumerate(columns):
+            values[index].append(answer.get(name) if isinstance(answer, dict) else (answer if index == 0 else None))
+    return values
 
 
 def tapped_lines(preds: BinaryIO, tap: Tap | None) -> Iterator[bytes]:
     """The prediction lines one by one (JSON Lines joins), the tap seeing them a block at a time."""
     for lines, _commas, _quoted in _prediction_blocks(preds):
         if tap is not None and lines:
-            tap(lines, "jsonl" if lines[0].lstrip().startswith(b"{") else "csv")
+            tap(lines, "jsonl" if answered_json(lines) else "csv")
         yield from lines
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from airflow_bt.records.arrow_types import arrow_type
-from airflow_bt.steps.predictions import ReconcileError, sniffed_predictions
+from airflow_bt.steps.predictions import ReconcileError, json_prediction_values, sniffed_predictions
 from airflow_bt.storage.base import Storage
 
 OUTPUT_FORMATS = ("csv", "jsonl", "parquet")
@@ -216,15 +216,7 @@ class _Predictions:
     def _parse_json(self, lines: list[bytes]) -> list[Any]:
         import pyarrow as pa
 
-        names = self.settings.prediction_columns
-        columns: list[list[Any]] = [[] for _ in names]
-        for line in lines:
-            try:
-                value = json.loads(line)
-            except ValueError:
-                value = line.decode()
-            for index, name in enumerate(names):
-                columns[index].append(value.get(name) if isinstance(value, dict) else (value if index == 0 else None))
+        columns = json_prediction_values(lines, self.settings.prediction_columns)
         try:
             return [pa.array(values, kind) for values, kind in zip(columns, self._types(), strict=True)]
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:

@@ -162,3 +162,13 @@ def test_an_unreadable_earlier_day_is_no_baseline_and_the_one_before_it_is(tmp_p
     pointer.write_text("{not json")  # e.g. written by hand
     manifest = publish_day(tmp_path, "2026-06-24", "healthy", "csv")
     assert manifest["checks"]["compared_with"] == "2026-06-22"
+
+
+def test_json_lines_statistics_read_the_lines_as_the_join_does():
+    """A line that is not JSON is published as text by the JSON Lines join; the statistics count it, not crash."""
+    from airflow_bt.steps.checks import PredictionStats
+
+    stats = PredictionStats(["p"])
+    stats.add_lines([b'{"p": 0.5}', b'{"p": null}', b"not json"], "jsonl")
+    described = stats.describe(3)["columns"]["p"]
+    assert described["count"] == 3 and described["nulls"] == 1
