@@ -177,6 +177,29 @@ def test_a_partition_created_by_another_writer_in_the_window_is_not_overwritten(
     assert pointer.current(DAY) == A3
 
 
+def test_a_refused_glue_call_is_an_error_naming_the_setting_the_table_and_the_call(glue: Any) -> None:
+    pointer = GluePartitionPointer(glue, "scoring", "churn")
+    pointer.move(DAY, A1, manifest(A1), expected=None)
+
+    class Denied:  # the role may read the catalog but not write partitions
+        def __init__(self, real: Any) -> None:
+            self.real, self.exceptions = real, real.exceptions
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.real, name)
+
+        def update_partition(self, **kw: Any) -> Any:
+            raise self.real.exceptions.ClientError(
+                {"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}}, "UpdatePartition")
+
+    with pytest.raises(GlueTableError) as caught:
+        GluePartitionPointer(Denied(glue), "scoring", "churn").move(DAY, A2, manifest(A2), expected=A1)
+    message = str(caught.value)
+    assert message.startswith(f"publish.glue_table: Glue table scoring.churn partition dt={DAY}: UpdatePartition")
+    assert "AccessDeniedException" in message
+    assert pointer.current(DAY) == A1
+
+
 def test_current_is_none_without_a_database_table_or_partition(glue: Any) -> None:
     assert GluePartitionPointer(glue, "nowhere", "churn").current(DAY) is None
     pointer = GluePartitionPointer(glue, "scoring", "churn")
