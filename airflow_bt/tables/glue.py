@@ -163,14 +163,14 @@ class GluePartitionPointer:
         attempt_prefix = _prefix(attempt_prefix)
         expected = _prefix(expected) if expected else None
         self._check_layout(day, attempt_prefix)
+        decided = self._still(day, attempt_prefix, expected)
+        if decided is not None:
+            return decided
         table = self._ensure_table(attempt_prefix, manifest)
-        now = self.current(day)
-        if now == attempt_prefix:
-            return True
-        if now != expected:
-            self.logger.info("%s: names %s, not %s as expected; not moved to %s", self._where(day), now, expected,
-                             attempt_prefix)
-            return False
+        decided = self._still(day, attempt_prefix, expected)  # read again just before writing
+        if decided is not None:
+            return decided
+        now = expected
         partition = self._partition_input(day, attempt_prefix, manifest, table)
         errors = self.client.exceptions
         if now is None:
@@ -199,6 +199,17 @@ class GluePartitionPointer:
             raise self._failed("UpdatePartition", exc, day) from exc
         self.logger.info("%s: moved from %s to %s", self._where(day), now, attempt_prefix)
         return True
+
+    def _still(self, day: str, attempt_prefix: str, expected: str | None) -> bool | None:
+        """None when the partition still names ``expected`` (move it); else whether it names the attempt."""
+        now = self.current(day)
+        if now == attempt_prefix:
+            return True
+        if now != expected:
+            self.logger.info("%s: names %s, not %s as expected; not moved to %s", self._where(day), now, expected,
+                             attempt_prefix)
+            return False
+        return None
 
     def _check_layout(self, day: str, attempt_prefix: str) -> None:
         """The attempt must be a folder of the day (``<output root>/<key>=<day>/<attempt>/``)."""

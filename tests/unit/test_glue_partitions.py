@@ -147,7 +147,10 @@ def test_a_stale_expected_returns_false_and_writes_nothing(glue: Any) -> None:
     # a slower publisher decided when the partition still named A1 (or nothing): it must not move it back
     assert pointer.move(DAY, A2, manifest(A2), expected=A1) is False
     assert pointer.move(DAY, A2, manifest(A2), expected=None) is False
+    wider = [*PARQUET_SCHEMA, {"name": "churn_reason", "type": "string"}]
+    assert pointer.move(DAY, A2, manifest(A2, schema=wider), expected=A1) is False
     assert partitions_of(glue) == before
+    assert len(table_of(glue)["StorageDescriptor"]["Columns"]) == len(PARQUET_SCHEMA)  # nor the table
     assert pointer.current(DAY) == A3
 
 
@@ -156,16 +159,19 @@ def test_a_partition_created_by_another_writer_in_the_window_is_not_overwritten(
     pointer = GluePartitionPointer(glue, "scoring", "churn")
     pointer.move("2026-06-23", A1.replace(DAY, "2026-06-23"), manifest(A1), expected=None)  # the table exists
 
-    class Racing:  # GetPartition misses once; meanwhile another writer creates the partition at A3
+    class Racing:  # both reads before the write miss; by the second, another writer created it at A3
         def __init__(self, real: Any) -> None:
-            self.real, self.exceptions, self.raced = real, real.exceptions, False
+            self.real, self.exceptions, self.reads = real, real.exceptions, 0
 
         def __getattr__(self, name: str) -> Any:
             return getattr(self.real, name)
 
         def get_partition(self, **kw: Any) -> Any:
-            if not self.raced:
-                self.raced = True
+            self.reads += 1
+            if self.reads == 1:
+                raise self.real.exceptions.EntityNotFoundException(
+                    {"Error": {"Code": "EntityNotFoundException", "Message": "not yet"}}, "GetPartition")
+            if self.reads == 2:
                 self.real.create_partition(DatabaseName="scoring", TableName="churn", PartitionInput={
                     "Values": [DAY], "StorageDescriptor": {**table_of(self.real)["StorageDescriptor"], "Location": A3}})
                 raise self.real.exceptions.EntityNotFoundException(
@@ -174,6 +180,7 @@ def test_a_partition_created_by_another_writer_in_the_window_is_not_overwritten(
 
     racing = GluePartitionPointer(Racing(glue), "scoring", "churn")
     assert racing.move(DAY, A2, manifest(A2), expected=None) is False
+    assert racing.client.reads == 3  # CreatePartition answered AlreadyExists, and move read it again
     assert pointer.current(DAY) == A3
 
 
