@@ -11,13 +11,60 @@ from typing import Any
 from airflow_bt.storage import for_uri
 
 
+def _table(identifier: str, catalog: str | None, output_root: str) -> Any:
+    """A table for the read commands: ``--catalog`` (JSON properties), ``$AIRFLOW_BT_CATALOG``, else the default
+    catalog of the data root ``output_root`` is under (``<root>/output/<model>``)."""
+    from airflow_bt.tables.catalog import catalog_properties, catalog_unavailable, load_catalog
+
+    root = output_root.rstrip("/").rsplit("/output/", 1)[0]
+    properties = catalog_properties(json.loads(catalog) if catalog else None, root)
+    reason = catalog_unavailable(properties)
+    if reason:
+        print(f"table {identifier}: {reason}", file=sys.stderr)
+        raise SystemExit(3)
+    return load_catalog(properties).load_table(identifier)
+
+
+def _table_arguments(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument("--table", required=required, metavar="NAMESPACE.TABLE",
+                        help="the Iceberg table the DAG publishes to (publish.table.identifier): adds each "
+                             "attempt's snapshot id")
+    parser.add_argument("--catalog", metavar="JSON",
+                        help="pyiceberg catalog properties (default: $AIRFLOW_BT_CATALOG, else the SQLite catalog "
+                             "under <root>/catalog/ of a file:// root)")
+
+
 def _cmd_runs(args: argparse.Namespace) -> int:
     from airflow_bt.steps.runs import date_output_root, format_attempts, list_attempts
 
     root = date_output_root(args.output_root, args.ds)
     attempts = list_attempts(for_uri(root, aws_conn_id=None), root)
-    print(json.dumps(attempts, indent=1) if args.json else format_attempts(attempts, root))
+    if args.table:
+        from airflow_bt.tables.history import attempt_snapshots, day_state
+
+        table = _table(args.table, args.catalog, args.output_root)
+        snapshots, current = attempt_snapshots(table), day_state(table, args.ds)["attempt_prefix"]
+        for attempt in attempts:
+            attempt["snapshot_id"] = snapshots.get(attempt["prefix"])
+            attempt["table_current"] = attempt["prefix"] == current
+    print(json.dumps(attempts, indent=1) if args.json else format_attempts(attempts, root, table=args.table))
     return 0
+
+
+def _cmd_table(args: argparse.Namespace) -> int:
+    from airflow_bt.tables.history import day_state
+
+    table = _table(args.table, args.catalog, args.output_root)
+    state = day_state(table, args.ds)
+    if args.json:
+        print(json.dumps({"table": args.table, "ds": args.ds, **state}, indent=1))
+        return 0
+    print(f"table            : {args.table} ({table.metadata_location})")
+    print(f"snapshot         : {state['snapshot_id']} (current; {len(table.snapshots())} in the history)")
+    print(f"rows of the day  : {state['rows']} in {len(state['files'])} file(s) ({state['partition_column']}="
+          f"{args.ds})")
+    print(f"attempt          : {state['attempt_prefix'] or '-'}")
+    return 0 if state["files"] else 1
 
 
 def _cmd_gc(args: argparse.Namespace) -> int:
@@ -161,7 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("output_root", help="the model's output root, e.g. file:///data/output/churn")
     runs.add_argument("--ds", required=True, help="the scored date, YYYY-MM-DD")
     runs.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _table_arguments(runs, required=False)
     runs.set_defaults(func=_cmd_runs)
+
+    table = sub.add_parser("table", help="what an Iceberg table holds for a date: snapshot, rows, attempt")
+    table.add_argument("output_root", help="the model's output root, e.g. file:///data/output/churn")
+    table.add_argument("--ds", required=True, help="the scored date, YYYY-MM-DD")
+    table.add_argument("--json", action="store_true", help="print JSON")
+    _table_arguments(table, required=True)
+    table.set_defaults(func=_cmd_table)
 
     latest = sub.add_parser("latest", help="summarise the attempt a date's _LATEST.json points to")
     latest.add_argument("output_root", help="the model's output root, e.g. file:///data/output/churn")

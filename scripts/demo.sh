@@ -47,7 +47,9 @@ echo
 airflow-bt latest "file://$DATA/output/churn" --ds "$DS"
 "$PY" -c "print('wall time        : %.1f s (airflow dags test, log: %s)' % ($end - $start, '$HOME_DIR/dags-test.log'))"
 echo
-airflow-bt runs "file://$DATA/output/churn" --ds "$DS"
+airflow-bt table "file://$DATA/output/churn" --ds "$DS" --table scoring.churn || true
+echo
+airflow-bt runs "file://$DATA/output/churn" --ds "$DS" --table scoring.churn || airflow-bt runs "file://$DATA/output/churn" --ds "$DS"
 
 echo
 echo "== airflow dags test churn_parquet_nightly_scoring $DS (Parquet in, typed Parquet out)"
@@ -57,5 +59,6 @@ if ! airflow dags test churn_parquet_nightly_scoring "$DS" > "$HOME_DIR/dags-tes
   exit 1
 fi
 airflow-bt latest "file://$DATA/output/churn_parquet" --ds "$DS"
+airflow-bt table "file://$DATA/output/churn_parquet" --ds "$DS" --table scoring.churn_parquet || true
 echo
 echo "Use this Airflow afterwards: source $HOME_DIR/activate && airflow dags list"

@@ -109,6 +109,11 @@ SCHEMA: dict[str, Any] = {
         "compression": Field(str, default="zstd", choices=("zstd", "snappy", "none")),
         "checks": Field(dict, default=None),  # prediction checks before _SUCCESS (README, "Prediction checks")
     },
+    # publication as a table commit (README, "Tables"): the pointers engines follow, moved with _LATEST.json
+    "publish": {
+        "table": Field(dict, default=None),  # {identifier: namespace.table, catalog: {pyiceberg properties}}
+        "glue_table": Field(dict, default=None),  # {database, table}: a Glue/Hive partition per day
+    },
     # notifiers called when a run fails or succeeds, a task retries, or a run misses its deadline
     "alerts": Field(dict, default=None),
     # "published by" HH:MM in schedule.timezone, on the day the run starts (after schedule.run_at)
@@ -191,6 +196,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
     config = _validate(data, SCHEMA, (), source, lines)
     _check_columns(config, source, lines)
     _check_request_settings(config, source, lines)
+    _check_publish(config, source, lines)
     if config["alerts"] is not None:
         from airflow_bt.dag_factory.alerts import alerts_error
 
@@ -263,3 +269,38 @@ def _check_request_settings(config: dict[str, Any], source: str, lines: dict[tup
         if given:
             raise ConfigError(f"{_at(source, lines, 'transform', given[0])}: remove it, or model_package_name: "
                               "a model package names its own image and artifact")
+
+
+_IDENTIFIER = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+$"
+_GLUE_NAME = r"^[a-z0-9_]{1,255}$"
+
+
+def _check_publish(config: dict[str, Any], source: str, lines: dict[tuple[str, ...], int]) -> None:
+    """``publish.table`` (Iceberg) and ``publish.glue_table``: their keys, names, and the parts they need."""
+    table, glue = config["publish"]["table"], config["publish"]["glue_table"]
+    if table is not None:
+        where = _at(source, lines, "publish", "table")
+        unknown = sorted(set(table) - {"identifier", "catalog"})
+        if unknown:
+            raise ConfigError(f"{_at(source, lines, 'publish', 'table', unknown[0])}: unknown setting; expected "
+                              "identifier, catalog")
+        if not isinstance(table.get("identifier"), str) or not re.match(_IDENTIFIER, table["identifier"]):
+            raise ConfigError(f"{_at(source, lines, 'publish', 'table', 'identifier')}: expected namespace.table "
+                              f"(letters, digits, _), got {table.get('identifier')!r}")
+        catalog = table.get("catalog")
+        if catalog is not None and (not isinstance(catalog, dict) or not all(isinstance(k, str) for k in catalog)):
+            raise ConfigError(f"{_at(source, lines, 'publish', 'table', 'catalog')}: expected a mapping of pyiceberg "
+                              "catalog properties (type, uri, warehouse, ...)")
+        output = config["postprocess"]["format"] or config["input"]["format"]
+        if output != "parquet":
+            raise ConfigError(f"{where}: an Iceberg table registers the attempt's Parquet parts as they are; set "
+                              f"postprocess.format: parquet (the parts are {output or 'the input format'})")
+    if glue is not None:
+        for key in ("database", "table"):
+            if not isinstance(glue.get(key), str) or not re.match(_GLUE_NAME, glue[key]):
+                raise ConfigError(f"{_at(source, lines, 'publish', 'glue_table', key)}: expected a Glue name "
+                                  f"(lower-case letters, digits, _), got {glue.get(key)!r}")
+        unknown = sorted(set(glue) - {"database", "table"})
+        if unknown:
+            raise ConfigError(f"{_at(source, lines, 'publish', 'glue_table', unknown[0])}: unknown setting; "
+                              "expected database, table")

@@ -59,6 +59,19 @@ def output_asset(config: dict[str, Any], default_root: str) -> Asset:
     return Asset(f"{resolve_root(config, default_root)}/output/{config['model']}")
 
 
+def table_assets(config: dict[str, Any]) -> list[Asset]:
+    """One Asset per table a publication commits to (``iceberg://<catalog>/<namespace>/<table>``,
+    ``glue://<database>/<table>``): schedule a downstream DAG on the table it reads."""
+    assets = []
+    table, glue = config["publish"]["table"], config["publish"]["glue_table"]
+    if table:
+        catalog = (table.get("catalog") or {}).get("name", "airflow_bt")
+        assets.append(Asset(f"iceberg://{catalog}/{table['identifier'].replace('.', '/')}"))
+    if glue:
+        assets.append(Asset(f"glue://{glue['database']}/{glue['table']}"))
+    return assets
+
+
 #: The transform settings passed to the operator as they are (its parameters of the same names).
 REQUEST_SETTINGS = ("input_filter", "output_filter", "model_client_config", "tags", "kms_key_id", "volume_kms_key_id",
                     "vpc_config", "enable_network_isolation", "data_capture", "model_package_name")
@@ -171,9 +184,12 @@ def build_dag(config: dict[str, Any], *, default_root: str) -> DAG:
         prediction_types=config["postprocess"]["prediction_types"],
         compression=config["postprocess"]["compression"],
         checks=config["postprocess"]["checks"],
+        table=config["publish"]["table"],
+        glue_table=config["publish"]["glue_table"],
+        root_uri="{{ params.root_uri }}",
         model_name=tf["model_name"],
         model_data_url=tf["model_data_url"],
-        outlets=[output_asset(config, default_root)],
+        outlets=[output_asset(config, default_root), *table_assets(config)],
         **common,
     )
     wait >> shard >> transform >> publish

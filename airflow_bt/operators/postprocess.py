@@ -13,6 +13,14 @@ from airflow_bt.steps.layout import MANIFEST_NAME, RunLayout
 from airflow_bt.steps.predictions import ReconcileError
 from airflow_bt.steps.publish import publish_attempt
 from airflow_bt.storage.uris import join_uri
+from airflow_bt.tables.iceberg import PARTITION_COLUMN
+
+
+def _day(context: Context) -> Any:
+    """The scored day (``ds``) as a date: the value of the table's partition column in every row."""
+    import datetime as dt
+
+    return dt.date.fromisoformat(str(context["ds"]))
 
 
 class PublishPredictionsOperator(BatchStepOperator):
@@ -38,6 +46,13 @@ class PublishPredictionsOperator(BatchStepOperator):
         null fraction, range, allowed values, drift against the last published day; a failed check fails the
         task before ``_SUCCESS`` (``on_check_failure: fail``) or is logged (``warn``). The statistics go to
         ``_manifest.json`` either way.
+    :param table: ``publish.table``, ``{identifier: namespace.table, catalog: {pyiceberg properties}}``: after
+        ``_LATEST.json`` moves, one Iceberg commit replaces the day's partition with this attempt's Parquet parts
+        (registered in place; see :mod:`airflow_bt.tables`). Without ``catalog``, a ``file://`` root gets a
+        SQL catalog on SQLite at ``<root>/catalog/catalog.db``.
+    :param glue_table: ``publish.glue_table``, ``{database, table}``: the Glue/Hive table whose partition
+        ``dt=<day>`` is pointed at this attempt (created when missing).
+    :param root_uri: the data root (for the default catalog), e.g. ``{{ params.root_uri }}``.
     :param model_name: recorded in the manifest.
     :param model_data_url: recorded in the manifest.
     :param aws_conn_id: the AWS connection for ``s3://`` URIs.
@@ -45,7 +60,7 @@ class PublishPredictionsOperator(BatchStepOperator):
 
     template_fields: Sequence[str] = (
         "shards", "transform", "output_uri", "prediction_columns", "model_name", "model_data_url", "aws_conn_id",
-        "output_format", "schema", "prediction_types", "compression", "checks",
+        "output_format", "schema", "prediction_types", "compression", "checks", "table", "glue_table", "root_uri",
     )
     ui_color = "#eafbea"
 
@@ -61,6 +76,9 @@ class PublishPredictionsOperator(BatchStepOperator):
         prediction_types: dict[str, str] | None = None,
         compression: str = "zstd",
         checks: dict[str, Any] | None = None,
+        table: dict[str, Any] | None = None,
+        glue_table: dict[str, Any] | None = None,
+        root_uri: str = "",
         model_name: str | None = None,
         model_data_url: str | None = None,
         **kwargs: Any,
@@ -75,6 +93,9 @@ class PublishPredictionsOperator(BatchStepOperator):
         self.prediction_types = prediction_types
         self.compression = compression
         self.checks = checks
+        self.table = table
+        self.glue_table = glue_table
+        self.root_uri = root_uri
         self.model_name = model_name
         self.model_data_url = model_data_url
 
@@ -116,9 +137,11 @@ class PublishPredictionsOperator(BatchStepOperator):
                 checks=dict(self.checks) if self.checks else None,
                 metadata=metadata,
                 logger=self.log,
+                partition_column=(PARTITION_COLUMN, _day(context)) if self.table else None,
             )
         except (ReconcileError, PredictionCheckError) as exc:  # a retry would find the same: fail without one
             raise AirflowFailException(str(exc)) from exc
+        tables = self._follow_latest(store, layout.latest_uri, str(context["ds"]))
         return {
             "attempt_uri": manifest["attempt_prefix"],
             "manifest_uri": join_uri(manifest["attempt_prefix"], MANIFEST_NAME),
@@ -127,4 +150,28 @@ class PublishPredictionsOperator(BatchStepOperator):
             "parts": len(manifest["parts"]),
             "quarantined": manifest["quarantined"],
             "rejected": manifest["rejected"],
+            **({"tables": tables} if tables else {}),
         }
+
+    def _follow_latest(self, store: Any, latest_uri: str, day: str) -> dict[str, Any]:
+        """Point the day's table partition(s) at the attempt ``_LATEST.json`` names (this one, unless a later one
+        completed first); what each names afterwards (and the Iceberg snapshot id), for XCom."""
+        if not self.table and not self.glue_table:
+            return {}
+        from airflow_bt.tables.iceberg import TableCommitError
+        from airflow_bt.tables.sync import follow_latest
+        from airflow_bt.tables.targets import build_targets
+
+        try:
+            targets = build_targets(dict(self.table) if self.table else None,
+                                    dict(self.glue_table) if self.glue_table else None,
+                                    root_uri=str(self.root_uri), aws_conn_id=self.aws_conn_id, logger=self.log)
+            named = follow_latest(store, latest_uri, day, targets.pointers, logger=self.log)
+        except (TableCommitError, ValueError) as exc:  # a schema or a setting a retry would find the same
+            raise AirflowFailException(f"publish.table / publish.glue_table: {exc}") from exc
+        result: dict[str, Any] = {name: {"attempt": attempt} for name, attempt in named.items()}
+        if targets.iceberg is not None and targets.iceberg.last_snapshot_id is not None:
+            result[targets.iceberg.name]["snapshot_id"] = targets.iceberg.last_snapshot_id
+        for name, reason in targets.skipped.items():
+            result[name] = {"skipped": reason}
+        return result

@@ -41,6 +41,22 @@ def completed_at(store: Storage, attempt_prefix: str) -> float:
     return store.stat(join_uri(attempt_prefix, SUCCESS_NAME)).mtime
 
 
+def attempt_order(store: Storage, attempt_prefix: str) -> CompletionOrder | None:
+    """The completion order of a published attempt (its ``_SUCCESS`` time, its manifest's ``published_at``);
+    None for a folder that is not a complete attempt."""
+    from airflow_bt.steps.layout import MANIFEST_NAME
+
+    try:
+        when = completed_at(store, attempt_prefix)
+    except ObjectNotFoundError:
+        return None
+    try:
+        published = json.loads(store.read_bytes(join_uri(attempt_prefix, MANIFEST_NAME))).get("published_at") or ""
+    except (ObjectNotFoundError, ValueError, AttributeError):
+        published = ""
+    return completion_order(when, published, attempt_prefix)
+
+
 def _order_of_pointer(store: Storage, pointer: dict[str, Any]) -> CompletionOrder | None:
     attempt = pointer.get("attempt_prefix")
     if not attempt:

@@ -8,6 +8,7 @@ Every object of the attempt is written create-only; nothing of an earlier attemp
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -264,6 +265,7 @@ def publish_attempt(
     metadata: dict[str, Any] | None = None,
     logger: LogLike | None = None,
     statistics: bool = True,
+    partition_column: tuple[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Join predictions onto the shards' rows and publish them write-once under ``attempt_prefix``.
 
@@ -286,6 +288,9 @@ def publish_attempt(
     :class:`~airflow_bt.steps.checks.PredictionCheckError` for a failed check with ``on_check_failure:
     fail`` (the attempt then has parts and a manifest, and no ``_SUCCESS``). ``statistics=False`` (without
     ``checks``) skips them: only to measure what they cost.
+
+    ``partition_column`` (``(name, date)``, with ``publish.table``) adds that ``date32`` column, constant, to
+    every row of the Parquet parts, so a table partitioned by it registers the parts as they are.
     """
     logger = logger or log
     started = time.monotonic()
@@ -293,6 +298,10 @@ def publish_attempt(
         raise ValueError("prediction_columns must name at least one column")
     fmt = summary["format"]
     typed = _typed_settings(store, summary, prediction_columns, output_format, schema, prediction_types, compression)
+    if partition_column is not None:
+        if typed is None or typed.output_format != "parquet":
+            raise ValueError("publish.table registers Parquet parts: set postprocess.format: parquet")
+        typed = dataclasses.replace(typed, constants=((partition_column[0], "date32", partition_column[1]),))
     error = checks_error(checks or {}, list(prediction_columns))
     if error:
         raise ValueError(f"postprocess.checks: {error}")

@@ -63,18 +63,22 @@ def list_attempts(store: Storage, date_root: str) -> list[dict[str, Any]]:
     return attempts
 
 
-def format_attempts(attempts: list[dict[str, Any]], date_root: str) -> str:
+def format_attempts(attempts: list[dict[str, Any]], date_root: str, *, table: str | None = None) -> str:
+    """The attempts as a text table; with ``table``, each one's snapshot id (``+``: the table's current one)."""
     if not attempts:
         return f"no attempts under {date_root}"
-    rows = [("", "attempt", "run id", "try", "rows", "model", "published at", "complete")]
+    rows = [("", "attempt", "run id", "try", "rows", "model", "published at", "complete",
+             *(("snapshot",) if table else ()))]
     for a in attempts:
+        snapshot = (f"{a['snapshot_id']}{' +' if a.get('table_current') else ''}" if a.get("snapshot_id") else "-",)
         rows.append(("*" if a["latest"] else "", a["attempt"], str(a.get("run_id") or "-"),
                      str(a.get("try_number") or "-"), str(a.get("rows") if a.get("rows") is not None else "-"),
                      str(a.get("model") or "-"), str(a.get("published_at") or "-"),
-                     "yes" if a["complete"] else "NO"))
+                     "yes" if a["complete"] else "NO", *(snapshot if table else ())))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.append(f"* = the attempt {join_uri(date_root, LATEST_NAME)} points to")
+    lines.append(f"* = the attempt {join_uri(date_root, LATEST_NAME)} points to"
+                 + (f"; + = the attempt {table}'s current snapshot holds for the day" if table else ""))
     newest = next((a for a in attempts if a["newest_complete"]), None)
     if newest is not None and not newest["latest"]:
         lines.append(f"note: {newest['attempt']} completed last but {LATEST_NAME} does not name it yet: its "

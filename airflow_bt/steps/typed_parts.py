@@ -46,6 +46,9 @@ class TypedSettings:
     compression: str
     schema: Any  # pyarrow.Schema of the rows (the input columns)
     schema_source: str  # parquet, postprocess.schema, inferred (or a mix, e.g. "postprocess.schema + inferred")
+    #: ``(name, type, value)`` columns every row gets after the predictions, e.g. a table's partition column
+    #: (``scored_date``, ``date32``, the day): a table partitioned by it reads the day from the files' statistics.
+    constants: tuple[tuple[str, str, Any], ...] = ()
 
     def output_schema(self) -> Any:
         import pyarrow as pa
@@ -56,7 +59,12 @@ class TypedSettings:
         if clash:
             raise ValueError(f"prediction column(s) {clash} are input columns too; name them differently "
                              "(postprocess.prediction_columns)")
-        return pa.schema([*self.schema, *fields])
+        taken = [name for name, _, _ in self.constants if name in self.schema.names or name in self.prediction_columns]
+        if taken:
+            raise ValueError(f"column(s) {taken} of the input or the predictions are the table's partition column; "
+                             "rename them (publish.table adds that column to every row)")
+        constants = [pa.field(name, arrow_type(kind), nullable=False) for name, kind, _ in self.constants]
+        return pa.schema([*self.schema, *fields, *constants])
 
     def describe(self) -> list[dict[str, str]]:
         return [{"name": f.name, "type": str(f.type)} for f in self.output_schema()]
@@ -309,7 +317,9 @@ def write_typed_part(store: Storage, summary: dict[str, Any], shard: dict[str, A
                 answers = predictions.take(batch.num_rows)
                 if observe is not None:
                     observe(answers)
-                writer.write(pa.RecordBatch.from_arrays([*batch.columns, *answers], schema=writer.schema))
+                constants = [pa.repeat(pa.scalar(value, writer.schema.field(name).type), batch.num_rows)
+                             for name, _, value in settings.constants]
+                writer.write(pa.RecordBatch.from_arrays([*batch.columns, *answers, *constants], schema=writer.schema))
                 written += batch.num_rows
             predictions.finish()
         if first - 1 != shard["records"]:
