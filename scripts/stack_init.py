@@ -16,7 +16,8 @@ and the demo model under ``<root>/models/churn/``. A day or model that already h
 left alone (the input is upstream-owned), so the step can run again safely.
 
 ``airflow`` writes the simple auth manager's password file (the UI login ``AIRFLOW_ADMIN_USER``
-/ ``AIRFLOW_ADMIN_PASSWORD``) and shows the ``aws_default`` connection's endpoints (the
+/ ``AIRFLOW_ADMIN_PASSWORD``), creates the Iceberg catalog's database named by ``$AIRFLOW_BT_CATALOG``
+(a SQL catalog on the stack's Postgres) when it is missing, and shows the ``aws_default`` connection's endpoints (the
 connection itself is defined by ``AIRFLOW_CONN_AWS_DEFAULT`` in every Airflow container).
 """
 
@@ -156,6 +157,27 @@ def connection_endpoints(conn_id: str) -> dict[str, str]:
     return {service: str(cfg.get("endpoint_url")) for service, cfg in sorted(config.items())}
 
 
+def ensure_catalog_database(catalog: str | None) -> str:
+    """Create the database of ``$AIRFLOW_BT_CATALOG``'s SQL catalog on PostgreSQL when it is missing (the
+    scoring DAGs' Iceberg tables; pyiceberg creates its own tables in it)."""
+    if not catalog:
+        return "no $AIRFLOW_BT_CATALOG: the DAGs' own publish.table catalog is used"
+    uri = str(json.loads(catalog).get("uri", ""))
+    if not uri.startswith("postgresql"):
+        return f"Iceberg catalog: {uri.split('://', 1)[0] or 'not a SQL catalog'}; nothing to create"
+    import sqlalchemy
+
+    url = sqlalchemy.engine.make_url(uri)
+    engine = sqlalchemy.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        exists = conn.execute(sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                              {"name": url.database}).scalar()
+        if not exists:
+            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{url.database}"'))
+    engine.dispose()
+    return f"Iceberg catalog database {url.database!r} on {url.host}: {'exists' if exists else 'created'}"
+
+
 def run_airflow(args: argparse.Namespace) -> int:
     user, password = os.environ.get("AIRFLOW_ADMIN_USER"), os.environ.get("AIRFLOW_ADMIN_PASSWORD")
     path = os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
@@ -165,6 +187,7 @@ def run_airflow(args: argparse.Namespace) -> int:
     else:
         print("AIRFLOW_ADMIN_USER/AIRFLOW_ADMIN_PASSWORD/AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE "
               "not all set: no UI login written")
+    print(ensure_catalog_database(os.environ.get("AIRFLOW_BT_CATALOG")))
     endpoints = connection_endpoints(args.conn_id)
     for service, url in endpoints.items():
         print(f"connection {args.conn_id}: {service} -> {url}")

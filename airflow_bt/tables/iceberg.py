@@ -16,7 +16,6 @@ reloads the table and decides again.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any
 
@@ -28,7 +27,11 @@ log = logging.getLogger(__name__)
 PARTITION_COLUMN = "scored_date"
 #: Commit rounds before giving up (each lost round means another publisher committed first).
 MAX_COMMIT_ROUNDS = 20
-TABLE_PROPERTIES = {"gc.enabled": "false", "format-version": "2", "write.parquet.compression-codec": "zstd"}
+#: ``gc.enabled=false``: no engine's snapshot expiry deletes an attempt's files. ``commit.retry.num-retries=0``:
+#: a lost commit race comes back to :meth:`IcebergTablePointer.move`, which decides again from the new state
+#: (pyiceberg's own retry would re-apply the same replacement on top of another publisher's commit of the day).
+TABLE_PROPERTIES = {"gc.enabled": "false", "format-version": "2", "write.parquet.compression-codec": "zstd",
+                    "commit.retry.num-retries": "0"}
 SUMMARY_PREFIX = "airflow_bt."
 
 
@@ -108,8 +111,11 @@ class IcebergTablePointer:
         from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
 
         namespace = self.identifier.rsplit(".", 1)[0]
-        with contextlib.suppress(NamespaceAlreadyExistsError):
+        try:
             self.catalog.create_namespace(namespace)
+        except Exception as exc:  # NamespaceAlreadyExistsError, or a unique-key error from a racing creator
+            if not isinstance(exc, NamespaceAlreadyExistsError) and not self.catalog.namespace_exists(namespace):
+                raise
         schema = _read_schema(first_part, pq)
         if PARTITION_COLUMN not in schema.names:
             raise TableCommitError(f"{first_part} has no {PARTITION_COLUMN} column: it was published without "
@@ -121,12 +127,13 @@ class IcebergTablePointer:
                     spec.add_identity(PARTITION_COLUMN)
                 _map_names(create)
             log.info("created %s, partitioned by %s, gc.enabled=false", self.name, PARTITION_COLUMN)
-        except TableAlreadyExistsError:
-            pass
+        except Exception as exc:  # TableAlreadyExistsError, or a unique-key error from a racing creator
+            if not isinstance(exc, TableAlreadyExistsError) and not self.catalog.table_exists(self.identifier):
+                raise
         return self.catalog.load_table(self.identifier)
 
     def move(self, day: str, attempt_prefix: str, manifest: dict[str, Any], *, expected: str | None) -> bool:
-        from pyiceberg.exceptions import CommitFailedException
+        from pyiceberg.exceptions import CommitFailedException, ValidationException
 
         parts = [str(part["uri"]) for part in manifest.get("parts", []) if str(part["uri"]).endswith(".parquet")]
         if len(parts) != len(manifest.get("parts", [])):
@@ -144,7 +151,7 @@ class IcebergTablePointer:
             try:
                 self._commit(table, day, old, parts, manifest)
                 return True
-            except CommitFailedException as exc:
+            except (CommitFailedException, ValidationException) as exc:  # the commit did not land
                 log.info("%s: another commit won the race (%s); reloading", self.name, exc)
         raise TableCommitError(f"{self.name}: lost the commit race {MAX_COMMIT_ROUNDS} times in a row")
 
