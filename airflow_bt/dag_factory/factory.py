@@ -60,15 +60,16 @@ def output_asset(config: dict[str, Any], default_root: str) -> Asset:
 
 
 def table_assets(config: dict[str, Any]) -> list[Asset]:
-    """One Asset per table a publication commits to (``iceberg://<catalog>/<namespace>/<table>``,
-    ``glue://<database>/<table>``): schedule a downstream DAG on the table it reads."""
+    """One Asset per table a publication commits to, ``x-iceberg://<catalog>/<namespace>/<table>`` and
+    ``x-glue://<database>/<table>``: schedule a downstream DAG on the table it reads. (``x-`` is Airflow's
+    prefix for user-defined schemes; another scheme would load every provider's URI handlers at parse time.)"""
     assets = []
     table, glue = config["publish"]["table"], config["publish"]["glue_table"]
     if table:
         catalog = (table.get("catalog") or {}).get("name", "airflow_bt")
-        assets.append(Asset(f"iceberg://{catalog}/{table['identifier'].replace('.', '/')}"))
+        assets.append(Asset(f"x-iceberg://{catalog}/{table['identifier'].replace('.', '/')}"))
     if glue:
-        assets.append(Asset(f"glue://{glue['database']}/{glue['table']}"))
+        assets.append(Asset(f"x-glue://{glue['database']}/{glue['table']}"))
     return assets
 
 

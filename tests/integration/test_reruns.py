@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from airflow_env import (
     REPO,
     AirflowServices,
@@ -20,6 +21,7 @@ from airflow_env import (
     free_port,
     wait_for,
 )
+from table_checks import GLUE_TABLE, assert_pointers_agree
 
 from airflow_bt.compat import AIRFLOW_V3
 
@@ -55,7 +57,9 @@ def dags_folder(tmp_path: Path) -> Path:
     config = (REPO / "dags" / "configs" / "churn.yaml").read_text()
     config = (config.replace("retries: 2", "retries: 0").replace("max_active_runs: 1", "max_active_runs: 3")
               .replace("timeout_minutes: 360", "timeout_minutes: 1"))
-    (folder / "configs" / "churn.yaml").write_text(config)
+    settings = yaml.safe_load(config)
+    settings["publish"]["glue_table"] = GLUE_TABLE  # beside the Iceberg table (a Glue catalog here: both lines)
+    (folder / "configs" / "churn.yaml").write_text(yaml.safe_dump(settings))
     (folder / "downstream.py").write_text(DOWNSTREAM)
     return folder
 
@@ -70,7 +74,8 @@ def complete_attempts(root: Path) -> list[str]:
     return sorted(p.parent.name for p in (root / "output/churn" / f"dt={DS}").glob("*/_SUCCESS"))
 
 
-def test_clearing_tasks_publishes_new_attempts_and_changes_nothing_earlier(pg_database, demo_root, tmp_path):
+def test_clearing_tasks_publishes_new_attempts_and_changes_nothing_earlier(pg_database, demo_root, tmp_path,
+                                                                          glue_catalogs):
     data = tmp_path / "data"
     shutil.copytree(demo_root / "input", data / "input")
     shutil.copytree(demo_root / "models", data / "models")
@@ -84,6 +89,7 @@ def test_clearing_tasks_publishes_new_attempts_and_changes_nothing_earlier(pg_da
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
         AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="1",
         AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL="5",
+        **glue_catalogs.env(),
     )
     airflow(env, "db", "migrate")
     airflow(env, "dags", "reserialize")  # the DAGs exist in the DB before they are unpaused and triggered
@@ -107,6 +113,8 @@ def test_clearing_tasks_publishes_new_attempts_and_changes_nothing_earlier(pg_da
         airflow(env, "dags", "trigger", DAG_ID, date_flag, f"{DS}T00:00:00+00:00")
         wait_for(lambda: run_state() == ["success"] and len(complete_attempts(data)) == 1, "the first run",
                  services, describe=runs)
+        hive = glue_catalogs.hive_partition()
+        assert_pointers_agree(data, "churn", DS, "scoring.churn", catalog=glue_catalogs.properties, glue=hive)
         wait_for(lambda: pg_database.query("SELECT state FROM dag_run WHERE dag_id='churn_report'")
                  == [("success",)], "the downstream DAG scheduled on the published asset", services,
                  timeout=120, describe=runs)
@@ -124,3 +132,5 @@ def test_clearing_tasks_publishes_new_attempts_and_changes_nothing_earlier(pg_da
             latest = json.loads((data / "output/churn" / f"dt={DS}" / "_LATEST.json").read_text())
             newest = [a for a in complete_attempts(data) if f"output/churn/dt={DS}/{a}/_SUCCESS" not in before]
             assert len(newest) == 1 and latest["attempt_prefix"].rstrip("/").endswith(newest[0])
+            # the table's day and the Hive partition moved with _LATEST.json: one copy of the day, the newest
+            assert_pointers_agree(data, "churn", DS, "scoring.churn", catalog=glue_catalogs.properties, glue=hive)
