@@ -230,7 +230,10 @@ class GluePartitionPointer:
 
     # ---- the table ------------------------------------------------------------------------------------
     def _columns(self, manifest: dict[str, Any]) -> list[dict[str, str]]:
-        """The attempt's columns as Glue columns (lower-case names, as Hive reads them)."""
+        """The attempt's columns as Glue columns (lower-case names, as Hive reads them). An attempt without parts
+        (a day without rows) brings none: its column types were inferred from nothing."""
+        if manifest.get("parts") == [] and manifest.get("rows_out") == 0:
+            return []
         fmt = manifest.get("format")
         if fmt not in FORMATS:
             raise GlueTableError(f"{self._where()}: the attempt's format {fmt!r} has no Hive table format "

@@ -101,12 +101,28 @@ class IcebergTablePointer:
 
     def current(self, day: str) -> str | None:
         table = self._table()
-        return None if table is None else _attempt_of([f.file_path for f in self.day_files(table, day)])
+        return None if table is None else self._named(table, day, self.day_files(table, day))
+
+    @staticmethod
+    def _named(table: Any, day: str, files: list[Any]) -> str | None:
+        """The attempt the day's files are under; for a day without files, the attempt of the day's last
+        publication in the table's history (an empty day is published too: it replaced the day with nothing)."""
+        if files:
+            return _attempt_of([f.file_path for f in files])
+        snapshot = table.current_snapshot()
+        while snapshot is not None:
+            summary = snapshot.summary.additional_properties if snapshot.summary is not None else {}
+            if summary.get(SUMMARY_PREFIX + "ds") == day:
+                return summary.get(SUMMARY_PREFIX + "attempt_prefix")
+            parent = snapshot.parent_snapshot_id
+            snapshot = table.snapshot_by_id(parent) if parent is not None else None
+        return None
 
     # -- writing --------------------------------------------------------------------------------------------
 
-    def _create(self, first_part: str) -> Any:
-        """The table, made from the first part's schema (another publisher may create it first)."""
+    def _create(self, first_part: str | None, manifest: dict[str, Any]) -> Any:
+        """The table, made from the first part's schema, or with the partition column alone for an attempt
+        without parts (another publisher may create it first)."""
         import pyarrow.parquet as pq
         from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
 
@@ -116,10 +132,11 @@ class IcebergTablePointer:
         except Exception as exc:  # NamespaceAlreadyExistsError, or a unique-key error from a racing creator
             if not isinstance(exc, NamespaceAlreadyExistsError) and not self.catalog.namespace_exists(namespace):
                 raise
-        schema = _read_schema(first_part, pq)
+        schema = _read_schema(first_part, pq) if first_part else _partition_only_schema()
         if PARTITION_COLUMN not in schema.names:
-            raise TableCommitError(f"{first_part} has no {PARTITION_COLUMN} column: it was published without "
-                                   f"publish.table, so it cannot be registered in {self.identifier}")
+            raise TableCommitError(f"{first_part or manifest.get('attempt_prefix')} has no {PARTITION_COLUMN} column: "
+                                   f"it was published without publish.table, so it cannot be registered in "
+                                   f"{self.identifier}")
         try:
             with self.catalog.create_table_transaction(self.identifier, schema=schema,
                                                        properties=TABLE_PROPERTIES) as create:
@@ -142,11 +159,9 @@ class IcebergTablePointer:
         for _ in range(MAX_COMMIT_ROUNDS):
             table = self._table()
             if table is None:
-                if not parts:
-                    raise TableCommitError(f"{attempt_prefix} has no parts to create {self.identifier} from")
-                table = self._create(parts[0])
+                table = self._create(parts[0] if parts else None, manifest)
             old = self.day_files(table, day)
-            if _attempt_of([f.file_path for f in old]) != expected:
+            if self._named(table, day, old) != expected:
                 return False  # moved since the caller looked: decide again
             try:
                 self._commit(table, day, old, parts, manifest)
@@ -180,6 +195,14 @@ class IcebergTablePointer:
         self.last_snapshot_id = snapshot.snapshot_id if snapshot is not None else None
         log.info("%s: snapshot %s replaces %s=%s with %d part(s) of %s (%d file(s) before)", self.name,
                  self.last_snapshot_id, PARTITION_COLUMN, day, len(parts), manifest.get("attempt_prefix"), len(old))
+
+
+def _partition_only_schema() -> Any:
+    """The schema of a table first published by an empty day: the partition column alone (a day without rows
+    says nothing reliable of the columns' types; the first day with rows adds its columns)."""
+    import pyarrow as pa
+
+    return pa.schema([pa.field(PARTITION_COLUMN, pa.date32(), nullable=False)])
 
 
 def _map_names(tx: Any) -> None:

@@ -97,7 +97,7 @@ class Footing:
         latest = self.latest()
         manifest = json.loads(self.store.read_bytes(join_uri(latest, "_manifest.json")))
         state = day_state(self.table(), DAY)
-        assert state["attempt_prefix"] == latest
+        assert IcebergTablePointer(self.catalog, IDENTIFIER).current(DAY) == latest
         assert state["files"] == sorted(part["uri"] for part in manifest["parts"])
         assert state["rows"] == manifest["rows_out"]
         if self.glue is not None:
@@ -122,7 +122,8 @@ def footing(request, tmp_path):
 def day_rows(table, snapshot_id=None) -> pa.Table:
     from pyiceberg.expressions import EqualTo
 
-    return table.scan(row_filter=EqualTo(PARTITION_COLUMN, DAY), snapshot_id=snapshot_id).to_arrow().sort_by("id")
+    rows = table.scan(row_filter=EqualTo(PARTITION_COLUMN, DAY), snapshot_id=snapshot_id).to_arrow()
+    return rows.sort_by("id") if "id" in rows.column_names else rows
 
 
 def test_each_publication_replaces_the_day_with_the_attempts_own_files_and_keeps_the_earlier_one(footing):
@@ -274,3 +275,18 @@ def test_csv_parts_or_a_missing_partition_column_cannot_be_registered(footing):
         publish_attempt(footing.store, summary, predictions, join_uri(footing.date_root, "run-b-1") + "/",
                         footing.latest_uri, prediction_columns=["p"],
                         partition_column=(PARTITION_COLUMN, dt.date(2026, 6, 24)))
+
+
+def test_an_empty_day_is_published_as_a_day_without_rows(footing):
+    """A day with no input rows publishes an attempt without parts: the table's day is emptied (or the table is
+    made from the manifest's schema), and the pointers still agree on that attempt."""
+    empty = footing.publish("run-a-1", [])
+    assert empty["parts"] == []
+    table = footing.table()
+    assert footing.assert_pointers_agree() == empty["attempt_prefix"]
+    assert PARTITION_COLUMN in table.schema().column_names and day_rows(table).num_rows == 0
+    full = footing.publish("run-b-1", ["1,1", "2,2"])
+    assert footing.assert_pointers_agree() == full["attempt_prefix"]
+    again = footing.publish("run-c-1", [])
+    assert footing.assert_pointers_agree() == again["attempt_prefix"]
+    assert day_rows(footing.table()).num_rows == 0
