@@ -1,0 +1,111 @@
+"""`local-sagemaker`'s job logs: CloudWatch Logs streams named as SageMaker's, batched PutLogEvents, and every line
+sent before the job shows a terminal status (the SageMaker SDK's wait() reads the streams once more, then stops)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from airflow_bt.service.joblogs import (
+    LOG_GROUP,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_EVENTS,
+    MAX_EVENT_BYTES,
+    JobLogs,
+    batches,
+    stream_name,
+)
+
+
+class FakeLogsClient:
+    """Records the CloudWatch Logs calls; refuses what CloudWatch refuses (unsorted or oversized batches)."""
+
+    def __init__(self, on_put: Any = None) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.on_put = on_put
+        self.meta = type("Meta", (), {"endpoint_url": "http://fake"})()
+
+    def create_log_group(self, **kwargs: Any) -> None:
+        self.calls.append(("create_log_group", kwargs))
+
+    def create_log_stream(self, **kwargs: Any) -> None:
+        self.calls.append(("create_log_stream", kwargs))
+
+    def put_log_events(self, **kwargs: Any) -> None:
+        events = kwargs["logEvents"]
+        assert len(events) <= MAX_BATCH_EVENTS
+        assert sum(len(e["message"].encode()) + 26 for e in events) <= MAX_BATCH_BYTES
+        assert [e["timestamp"] for e in events] == sorted(e["timestamp"] for e in events)
+        assert all(e["message"] for e in events)
+        if self.on_put is not None:
+            self.on_put()
+        self.calls.append(("put_log_events", kwargs))
+
+    def puts(self) -> list[dict[str, Any]]:
+        return [kwargs for name, kwargs in self.calls if name == "put_log_events"]
+
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        self.now += 0.001
+        return self.now
+
+
+def test_streams_are_named_as_sagemaker_names_them_one_per_instance():
+    job = "bt-churn-20260624-ab12"
+    first, second = stream_name(job, 0, 1_700_000_000.7), stream_name(job, 1, 1_700_000_000)
+    assert re.fullmatch(r"bt-churn-20260624-ab12/i-[0-9a-f]{17}-1700000000", first), first
+    assert first != second and first == stream_name("bt-churn-20260624-ab12", 0, 1_700_000_000)
+    # the SDK lists a job's streams by the prefix "<job name>/": another job's name that starts alike is not in it
+    assert not stream_name("bt-churn-20260624-ab12-r2", 0, 0).startswith("bt-churn-20260624-ab12/")
+
+
+def test_batches_keep_within_put_log_events_limits_and_order():
+    events = [(1000 + i, f"line {i}") for i in range(25_000)]
+    cut = batches(events)
+    assert [len(b) for b in cut] == [10_000, 10_000, 5_000]
+    assert [e for b in cut for e in b] == events
+
+    big = [(1, "x" * 300_000), *((t, "y" * 250_000) for t in range(2, 6)), (6, "")]
+    cut = batches(big)
+    assert len(cut[0][0][1].encode()) == MAX_EVENT_BYTES  # one event over 256 KB is cut, not refused
+    assert all(sum(len(m.encode()) + 26 for _, m in b) <= MAX_BATCH_BYTES for b in cut)
+    # an empty line is sent as a space (CloudWatch refuses "")
+    assert [len(b) for b in cut] == [4, 2] and cut[-1][-1] == (6, " ")
+
+
+def test_lines_are_sent_batched_per_stream_when_the_job_finishes():
+    client = FakeLogsClient()
+    logs = JobLogs(client, where="fake", clock=Clock())
+    try:
+        logs.start_job("job-a")
+        for i in range(3):
+            logs.write("job-a", f"engine {i}\n")
+        logs.write("job-a", "model says hi", instance=1)
+        logs.finish("job-a")
+        puts = client.puts()
+        started = int(Clock()() + 0.5)
+        assert {p["logStreamName"] for p in puts} == {stream_name("job-a", i, started) for i in (0, 1)}
+        by_stream = {p["logStreamName"]: [e["message"] for e in p["logEvents"]] for p in puts}
+        assert sorted(by_stream.values()) == [["engine 0", "engine 1", "engine 2"], ["model says hi"]]
+        assert all(p["logGroupName"] == LOG_GROUP for p in puts)
+        assert len(puts) == 2  # one PutLogEvents per stream, not one per line
+        creates = [name for name, _ in client.calls if name.startswith("create")]
+        assert creates.count("create_log_group") == 1 and creates.count("create_log_stream") == 2
+        logs.write("job-a", "later")
+        logs.finish("job-a")
+        assert len(client.puts()) == 3 and client.calls.count(("create_log_group", {"logGroupName": LOG_GROUP})) == 1
+    finally:
+        logs.close()
+
+
+def test_without_an_endpoint_the_lines_stay_in_memory():
+    logs = JobLogs()
+    logs.write("job-b", "hello")
+    assert "kept in memory" in logs.describe() and "GET /logs/<job name>" in logs.describe()
+    (name, events), = logs.lines("job-b").items()  # type: ignore[union-attr]
+    assert name.startswith("job-b/i-") and [m for _, m in events] == ["hello"]
+    assert logs.lines("no-such-job") is None
