@@ -109,3 +109,47 @@ def test_without_an_endpoint_the_lines_stay_in_memory():
     (name, events), = logs.lines("job-b").items()  # type: ignore[union-attr]
     assert name.startswith("job-b/i-") and [m for _, m in events] == ["hello"]
     assert logs.lines("no-such-job") is None
+
+
+class TailClient:
+    """describe_log_streams / get_log_events over ``streams`` (name -> [(timestamp, message)]), or ``error``."""
+
+    def __init__(self, streams: dict[str, list[tuple[int, str]]], error: Exception | None = None) -> None:
+        self.streams, self.error = streams, error
+
+    def describe_log_streams(self, **kwargs: Any) -> dict[str, Any]:
+        if self.error is not None:
+            raise self.error
+        prefix = kwargs["logStreamNamePrefix"]
+        return {"logStreams": [{"logStreamName": n} for n in sorted(self.streams) if n.startswith(prefix)]}
+
+    def get_log_events(self, **kwargs: Any) -> dict[str, Any]:
+        assert kwargs["startFromHead"] is False
+        events = self.streams[kwargs["logStreamName"]][-kwargs["limit"]:]
+        return {"events": [{"timestamp": t, "message": m} for t, m in events]}
+
+
+def test_the_tail_merges_the_jobs_streams_by_time_and_names_each_instance():
+    from airflow_bt.transform.backends.job_logs import cloudwatch_tail
+
+    client = TailClient({"j/i-aaa-1": [(1, "a1"), (4, "a4\n")], "j/i-bbb-1": [(2, "b2"), (3, "b3")],
+                         "j-2/i-ccc-1": [(5, "other job")]})
+    tail = cloudwatch_tail(client, "j", limit=3)
+    assert tail.lines == ["[i-bbb-1] b2", "[i-bbb-1] b3", "[i-aaa-1] a4"]
+    assert "/aws/sagemaker/TransformJobs" in tail.source
+    assert cloudwatch_tail(TailClient({"j/i-aaa-1": [(1, "only")]}), "j").lines == ["only"]
+
+
+def test_no_logs_or_no_permission_is_a_one_line_note():
+    from botocore.exceptions import ClientError
+
+    from airflow_bt.transform.backends.job_logs import cloudwatch_tail
+
+    def error(code: str) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": f"{code} says no\nsecond line"}}, "DescribeLogStreams")
+
+    denied = cloudwatch_tail(TailClient({}, error("AccessDeniedException")), "j")
+    assert not denied.lines and "AccessDeniedException" in denied.note and "logs:GetLogEvents" in denied.note
+    assert "\n" not in denied.note
+    assert "does not exist" in cloudwatch_tail(TailClient({}, error("ResourceNotFoundException")), "j").note
+    assert "no log streams" in cloudwatch_tail(TailClient({"k/i-1": [(1, "x")]}), "j").note
