@@ -11,7 +11,7 @@ from airflow.configuration import conf
 from airflow_bt.compat import AirflowException, Context, mask_sensitive_values
 from airflow_bt.faults import failpoint
 from airflow_bt.hooks.transform_job import AwsTransformJobParams
-from airflow_bt.links.sagemaker import TransformJobLink
+from airflow_bt.links.sagemaker import TransformJobLink, TransformJobLogsLink
 from airflow_bt.operators.base import BatchStepOperator
 from airflow_bt.operators.templated import as_bool
 from airflow_bt.operators.transform_try import TransformTry
@@ -108,7 +108,7 @@ class BatchTransformOperator(AwsTransformJobParams, BatchStepOperator):
     )
     template_fields_renderers = {"environment": "json", "model_environment": "json", "model_config": "json"}
     ui_color = "#fdf2e8"
-    operator_extra_links = (TransformJobLink(),)
+    operator_extra_links = (TransformJobLink(), TransformJobLogsLink())
 
     def __init__(
         self, *, shards: Any, model_name: str, model_data_url: str | None = None, image: str = DEFAULT_IMAGE,
@@ -188,9 +188,10 @@ class BatchTransformOperator(AwsTransformJobParams, BatchStepOperator):
         if link is None or not self.do_xcom_push:
             return
         try:
-            TransformJobLink.persist(context, job_name=job_name, **link)
-        except Exception:  # the link is a convenience: never fail the task over it
-            self.log.warning("could not store the console link of %s", job_name, exc_info=True)
+            for kind in (TransformJobLink, TransformJobLogsLink):
+                kind.persist(context, job_name=job_name, **link)
+        except Exception:  # the links are a convenience: never fail the task over them
+            self.log.warning("could not store the console links of %s", job_name, exc_info=True)
 
     def _defer(self, run: TransformTry, job_name: str, prefixes: list[str]) -> None:
         timeout = run.timeout
