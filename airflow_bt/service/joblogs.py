@@ -31,6 +31,9 @@ MAX_BATCH_EVENTS = 10_000  # PutLogEvents' limits
 MAX_BATCH_BYTES = 1_048_576
 EVENT_OVERHEAD = 26
 MAX_EVENT_BYTES = 256 * 1024 - EVENT_OVERHEAD
+#: After a failed send, nothing is sent for this long (lines wait, in order, then go in one batch), so an
+#: unreachable endpoint never holds up the jobs' statuses.
+BACKOFF_S = 30.0
 
 _log = logging.getLogger(__name__)
 
@@ -97,6 +100,7 @@ class JobLogs:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._failed_once = False
+        self._failing_until = 0.0
         if client is not None:
             self._thread = threading.Thread(target=self._loop, name="job-logs", daemon=True)
             self._thread.start()
@@ -129,8 +133,8 @@ class JobLogs:
                 stream.pending.append(event)
 
     def finish(self, job_name: str) -> None:
-        """Send the job's pending lines now (before it shows a terminal status)."""
-        if self.client is not None:
+        """Send the job's pending lines now (before it shows a terminal status), unless sending failed lately."""
+        if self.client is not None and time.monotonic() >= self._failing_until:
             self._flush(only=job_name)
 
     # -- reading -------------------------------------------------------------------------------------------
@@ -149,7 +153,8 @@ class JobLogs:
         while not self._closed:
             self._wake.wait(FLUSH_INTERVAL_S)
             self._wake.clear()
-            self._flush()
+            if time.monotonic() >= self._failing_until:  # a failing endpoint is tried again after BACKOFF_S
+                self._flush()
 
     def _take(self, only: str | None) -> list[tuple[_Stream, list[Event]]]:
         with self._lock:
@@ -166,24 +171,37 @@ class JobLogs:
     def _flush(self, only: str | None = None) -> None:
         with self._send_lock:
             for stream, events in self._take(only):
+                if time.monotonic() < self._failing_until:  # it just failed: keep the rest for later, in order
+                    with self._lock:
+                        stream.pending[:0] = events
+                    continue
+                sent = [0]
                 try:
-                    self._send(stream, events)
-                except Exception as exc:  # the job goes on; its lines stay in memory
+                    self._send(stream, events, sent)
+                except Exception as exc:  # the job goes on; the lines not sent wait for the next try
+                    with self._lock:
+                        stream.pending[:0] = events[sent[0]:]
+                        del stream.pending[:-MEMORY_LINES]  # a long outage keeps the newest lines
+                    self._failing_until = time.monotonic() + BACKOFF_S
                     if not self._failed_once:
-                        _log.warning("could not write job logs to CloudWatch Logs (%s): %s: %s; they stay in "
-                                     "memory (GET /logs/<job name>)", self.where, type(exc).__name__, exc)
+                        _log.warning("could not write job logs to CloudWatch Logs (%s): %s: %s; trying again in "
+                                     "%.0f s (meanwhile: GET /logs/<job name>)", self.where, type(exc).__name__, exc,
+                                     BACKOFF_S)
                     self._failed_once = True
 
-    def _send(self, stream: _Stream, events: list[Event]) -> None:
+    def _send(self, stream: _Stream, events: list[Event], sent: list[int]) -> None:
+        """PutLogEvents ``events`` (sorted: in time order); ``sent[0]`` counts those that went out."""
         if not self._group_ready:
             self._create("create_log_group", logGroupName=LOG_GROUP)
             self._group_ready = True
         if not stream.created:
             self._create("create_log_stream", logGroupName=LOG_GROUP, logStreamName=stream.name)
             stream.created = True
-        for batch in batches(sorted(events, key=lambda e: e[0])):
+        events.sort(key=lambda e: e[0])
+        for batch in batches(events):
             self.client.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream.name,
                                        logEvents=[{"timestamp": t, "message": m} for t, m in batch])
+            sent[0] += len(batch)
 
     def _create(self, method: str, **kwargs: str) -> None:
         try:
@@ -199,13 +217,20 @@ class JobLogs:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        if self.client is not None:
+        if self.client is not None and time.monotonic() >= self._failing_until:
             self._flush()
 
 
 #: boto3's own variable for the service is ``AWS_ENDPOINT_URL_CLOUDWATCH_LOGS`` (from its service id,
 #: "CloudWatch Logs"); the service also takes this shorter name, which users guess.
 LOGS_ENDPOINT_ALIAS = "AWS_ENDPOINT_URL_LOGS"
+
+
+def _quick_config() -> Any:
+    """Short timeouts and one retry: a job's end waits for its last lines, never long for an endpoint."""
+    from botocore.config import Config
+
+    return Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 2})
 
 
 def configured_logs_client(region: str) -> Any:
@@ -217,10 +242,11 @@ def configured_logs_client(region: str) -> Any:
     import boto3
     from botocore.config import Config
 
+    quick = _quick_config()
     alias = os.environ.get(LOGS_ENDPOINT_ALIAS)
     if alias:
-        return boto3.client("logs", region_name=region, endpoint_url=alias)
-    client = boto3.client("logs", region_name=region)
+        return boto3.client("logs", region_name=region, endpoint_url=alias, config=quick)
+    client = boto3.client("logs", region_name=region, config=quick)
     default = boto3.client("logs", region_name=region, config=Config(ignore_configured_endpoint_urls=True))
     return client if client.meta.endpoint_url != default.meta.endpoint_url else None
 
@@ -236,5 +262,5 @@ def open_job_logs(region: str, mode: str = "auto") -> JobLogs:
     if client is None and mode == "cloudwatch":
         import boto3
 
-        client = boto3.client("logs", region_name=region)
+        client = boto3.client("logs", region_name=region, config=_quick_config())
     return JobLogs(client, where=client.meta.endpoint_url) if client is not None else JobLogs()

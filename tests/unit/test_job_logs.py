@@ -153,3 +153,29 @@ def test_no_logs_or_no_permission_is_a_one_line_note():
     assert "\n" not in denied.note
     assert "does not exist" in cloudwatch_tail(TailClient({}, error("ResourceNotFoundException")), "j").note
     assert "no log streams" in cloudwatch_tail(TailClient({"k/i-1": [(1, "x")]}), "j").note
+
+
+def test_an_unreachable_endpoint_does_not_hold_up_the_next_jobs_end():
+    class Down(FakeLogsClient):
+        def put_log_events(self, **kwargs: Any) -> None:
+            self.calls.append(("put_log_events", kwargs))
+            raise ConnectionError("no route to host")
+
+    client = Down()
+    logs = JobLogs(client, where="fake")
+    try:
+        logs.write("j1", "one")
+        logs.finish("j1")  # tries, fails, goes on: the line stays in memory
+        logs.write("j2", "two")
+        logs.finish("j2")  # within the back-off: the job's end does not wait for the endpoint again
+        assert len(client.puts()) == 1
+        assert [m for _, m in next(iter(logs.lines("j1").values()))] == ["one"]  # type: ignore[union-attr]
+        client.put_log_events = FakeLogsClient.put_log_events.__get__(client)  # type: ignore[method-assign]
+        logs._failing_until = 0.0  # the back-off is over
+        logs.finish("j1")  # the line that could not go is sent now, once
+        resent = [e["message"] for p in client.puts()[1:] if p["logStreamName"].startswith("j1/")
+                  for e in p["logEvents"]]
+        assert resent == ["one"]
+    finally:
+        logs.client = None  # nothing more to send at close
+        logs.close()
