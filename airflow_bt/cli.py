@@ -197,7 +197,7 @@ def _cmd_local_sagemaker(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     return serve(args.host, args.port, region=args.region, allow_file_uris=args.allow_file_uris,
                  allow_serve_commands=args.allow_serve_commands, allow_model_code=args.allow_model_code,
-                 allow_remote_model_urls=args.allow_remote_model_urls)
+                 allow_remote_model_urls=args.allow_remote_model_urls, job_logs=args.job_logs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -287,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="call model containers (an http(s):// PrimaryContainer.Image) on any host; by default "
                          "only localhost, 127.0.0.0/8 and ::1, so a client cannot make the service send input data "
                          "elsewhere")
+    service.add_argument("--job-logs", default="auto", choices=("auto", "cloudwatch", "memory"),
+                         help="where each job's engine and model output goes: CloudWatch Logs, log group "
+                         "/aws/sagemaker/TransformJobs, stream <job name>/<instance id>-<start>, as SageMaker's "
+                         "(auto: when boto3's configuration names a Logs endpoint, e.g. "
+                         "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS or AWS_ENDPOINT_URL), or memory only; either way "
+                         "GET /logs/<job name> answers with the job's lines")
     service.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     service.set_defaults(func=_cmd_local_sagemaker)
     return parser

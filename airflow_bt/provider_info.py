@@ -37,7 +37,8 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": "airflow_bt batch scoring", "python-modules": ["airflow_bt.triggers.transform_job"]}
         ],
-        "extra-links": ["airflow_bt.links.sagemaker.TransformJobLink"],
+        "extra-links": ["airflow_bt.links.sagemaker.TransformJobLink",
+                        "airflow_bt.links.sagemaker.TransformJobLogsLink"],
         "hooks": [
             {"integration-name": "airflow_bt batch scoring", "python-modules": ["airflow_bt.hooks.storage"]}
         ],

@@ -1,8 +1,9 @@
-"""A moto S3 server and `airflow-bt local-sagemaker`, both on 127.0.0.1 ephemeral ports, for tests.
+"""A moto server (S3 and CloudWatch Logs) and `airflow-bt local-sagemaker`, both on 127.0.0.1 ephemeral ports.
 
-The service runs as a user runs it (the console script, as a subprocess), finding S3 through
-boto3's standard configuration (``AWS_ENDPOINT_URL_S3``). Airflow reaches both through one
-``aws_default`` connection whose extra sets an endpoint per service.
+The service runs as a user runs it (the console script, as a subprocess), finding S3 and CloudWatch Logs
+through boto3's standard configuration (``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL_CLOUDWATCH_LOGS``): it
+writes its jobs' logs to the moto server. Airflow reaches them through one ``aws_default`` connection whose
+extra sets an endpoint per service.
 """
 
 from __future__ import annotations
@@ -31,9 +32,15 @@ class Stack:
     service_log: Path
     service_pid: int
 
+    @property
+    def logs_url(self) -> str:
+        """CloudWatch Logs: the moto server that serves S3 serves it too."""
+        return self.s3_url
+
     def boto_env(self) -> dict[str, str]:
-        """Environment for plain boto3 (and the AWS CLI) to use both endpoints."""
-        return {**CREDENTIALS, "AWS_ENDPOINT_URL_S3": self.s3_url, "AWS_ENDPOINT_URL_SAGEMAKER": self.sagemaker_url}
+        """Environment for plain boto3 (and the AWS CLI) to use the endpoints."""
+        return {**CREDENTIALS, "AWS_ENDPOINT_URL_S3": self.s3_url, "AWS_ENDPOINT_URL_SAGEMAKER": self.sagemaker_url,
+                "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS": self.logs_url}
 
     def airflow_connection(self) -> str:
         """``AIRFLOW_CONN_AWS_DEFAULT``: one AWS connection, an endpoint per service."""
@@ -44,7 +51,8 @@ class Stack:
             "extra": {
                 "region_name": "us-east-1",
                 "service_config": {"s3": {"endpoint_url": self.s3_url},
-                                   "sagemaker": {"endpoint_url": self.sagemaker_url}},
+                                   "sagemaker": {"endpoint_url": self.sagemaker_url},
+                                   "logs": {"endpoint_url": self.logs_url}},
             },
         })
 
@@ -55,7 +63,7 @@ class Stack:
     def client(self, service: str) -> Any:
         import boto3
 
-        url = self.s3_url if service == "s3" else self.sagemaker_url
+        url = {"s3": self.s3_url, "logs": self.logs_url}.get(service, self.sagemaker_url)
         return boto3.client(service, endpoint_url=url, region_name="us-east-1",
                             aws_access_key_id="testing", aws_secret_access_key="testing")
 
@@ -85,10 +93,11 @@ def local_sagemaker(s3_url: str, log_path: Path, flags: tuple[str, ...] = SERVIC
                     extra_env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
     """`airflow-bt local-sagemaker --port 0 <flags>` in a subprocess; yields its URL and pid once it listens.
 
+    Its jobs' logs go to CloudWatch Logs on the moto server at ``s3_url`` (which serves every service).
     ``extra_env``: more variables for the service's own environment (e.g. secrets no model may see).
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "AIRFLOW"))}
-    env.update(CREDENTIALS, AWS_ENDPOINT_URL_S3=s3_url)
+    env.update(CREDENTIALS, AWS_ENDPOINT_URL_S3=s3_url, AWS_ENDPOINT_URL_CLOUDWATCH_LOGS=s3_url)
     env.update(extra_env or {})
     with log_path.open("w") as log:
         proc = subprocess.Popen([str(BIN / "airflow-bt"), "local-sagemaker", "--host", "127.0.0.1", "--port", "0",

@@ -1,4 +1,4 @@
-"""A link from the transform task to its job in the SageMaker console.
+"""Links from the transform task to its job in the SageMaker console and to its logs in CloudWatch.
 
 Same shape as the amazon provider's ``BaseAwsLink`` (``name``, ``key``, ``format_str``; the
 task persists the format values to XCom), without importing it. Measured with ``python -X importtime``
@@ -53,3 +53,16 @@ class TransformJobLink(BaseOperatorLink):
             "aws_domain": _DOMAINS.get(aws_partition or "aws"),
             "job_name": quote(job_name, safe=""),
         })
+
+
+class TransformJobLogsLink(TransformJobLink):
+    """The job's log streams in the CloudWatch console: log group ``/aws/sagemaker/TransformJobs``, streams
+    ``<job name>/...`` (one per instance). Stored with the console link's values."""
+
+    name: ClassVar[str] = "CloudWatch logs of the transform job"
+    key: ClassVar[str] = "airflow_bt_sagemaker_transform_job_logs"
+    format_str: ClassVar[str] = (
+        "https://console.{aws_domain}/cloudwatch/home?region={region_name}#logsV2:log-groups/log-group/"
+        "$252Faws$252Fsagemaker$252FTransformJobs$3FlogStreamNameFilter$3D{job_name}$252F"
+    )
+

@@ -11,12 +11,14 @@ from airflow.configuration import conf
 from airflow_bt.compat import AirflowException, Context, mask_sensitive_values
 from airflow_bt.faults import failpoint
 from airflow_bt.hooks.transform_job import AwsTransformJobParams
-from airflow_bt.links.sagemaker import TransformJobLink
+from airflow_bt.links.sagemaker import TransformJobLink, TransformJobLogsLink
 from airflow_bt.operators.base import BatchStepOperator
 from airflow_bt.operators.templated import as_bool
 from airflow_bt.operators.transform_try import TransformTry
 from airflow_bt.transform.status import TransformJobStatus
 
+#: How many of a failed job's last log lines its task log ends with.
+LOG_TAIL_LINES = 50
 DEFAULT_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
 
 
@@ -35,6 +37,9 @@ class BatchTransformOperator(AwsTransformJobParams, BatchStepOperator):
       the artifact's ETag>`` when the model is created from its config (always locally) — and the
       job's ``Environment``, filters, content types and batch strategy;
     - ``Stopped`` is a failure; ``on_kill``, the operator's timeout and ``max_ingestion_time`` stop the job;
+    - a job that did not complete: the task log ends with the job's last log lines (CloudWatch Logs
+      ``/aws/sagemaker/TransformJobs`` through ``aws_conn_id`` on SageMaker; the engine's log and its model's
+      output locally), or a line saying why there are none;
     - on SageMaker, ``deferrable=True`` waits on the triggerer and ``wait_for_completion=False`` hands the
       job to a :class:`~airflow_bt.sensors.transform_job.TransformJobSensor`; a local job lives in the
       task's process, so the task waits for it.
@@ -103,7 +108,7 @@ class BatchTransformOperator(AwsTransformJobParams, BatchStepOperator):
     )
     template_fields_renderers = {"environment": "json", "model_environment": "json", "model_config": "json"}
     ui_color = "#fdf2e8"
-    operator_extra_links = (TransformJobLink(),)
+    operator_extra_links = (TransformJobLink(), TransformJobLogsLink())
 
     def __init__(
         self, *, shards: Any, model_name: str, model_data_url: str | None = None, image: str = DEFAULT_IMAGE,
@@ -183,9 +188,10 @@ class BatchTransformOperator(AwsTransformJobParams, BatchStepOperator):
         if link is None or not self.do_xcom_push:
             return
         try:
-            TransformJobLink.persist(context, job_name=job_name, **link)
-        except Exception:  # the link is a convenience: never fail the task over it
-            self.log.warning("could not store the console link of %s", job_name, exc_info=True)
+            for kind in (TransformJobLink, TransformJobLogsLink):
+                kind.persist(context, job_name=job_name, **link)
+        except Exception:  # the links are a convenience: never fail the task over them
+            self.log.warning("could not store the console links of %s", job_name, exc_info=True)
 
     def _defer(self, run: TransformTry, job_name: str, prefixes: list[str]) -> None:
         timeout = run.timeout
@@ -226,9 +232,27 @@ class BatchTransformOperator(AwsTransformJobParams, BatchStepOperator):
     def _finish(self, run: TransformTry, description: dict[str, Any], prefixes: list[str]) -> dict[str, Any]:
         self._job_done = True
         if TransformJobStatus.of(description) is not TransformJobStatus.COMPLETED:
-            raise AirflowException(run.explain_failure(description))
+            explanation = run.explain_failure(description)
+            if self._log_tail(run, str(description.get("TransformJobName") or self._job_name)):
+                explanation += " (the job's last log lines are above)"
+            raise AirflowException(explanation)
         failpoint("transform.before_return", run.layout.run_prefix)
         return run.completed(description, prefixes).to_xcom()
+
+    def _log_tail(self, run: TransformTry, job_name: str) -> bool:
+        """Log the job's last :data:`LOG_TAIL_LINES` log lines (or why there are none); whether there were any."""
+        try:
+            tail = run.backend.log_tail(job_name, LOG_TAIL_LINES)
+        except Exception as exc:  # the task fails with the job's reason either way
+            self.log.warning("could not read the logs of transform job %s: %s: %s", job_name, type(exc).__name__, exc)
+            return False
+        if not tail.lines:
+            self.log.warning("no log lines of transform job %s: %s", job_name, tail.note)
+            return False
+        self.log.error("the last %d log lines of transform job %s (%s):", len(tail.lines), job_name, tail.source)
+        for line in tail.lines:
+            self.log.error("  | %s", line)
+        return True
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None,
                          prediction_prefixes: list[str] | None = None) -> dict[str, Any]:

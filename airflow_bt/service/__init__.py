@@ -8,7 +8,9 @@ standard configuration (``AWS_ENDPOINT_URL_S3``: MinIO, a moto server, or AWS).
 
 - :mod:`~airflow_bt.service.server`: the HTTP server and the ``serve`` entry point;
 - :mod:`~airflow_bt.service.api`: the actions and their in-memory state;
-- :mod:`~airflow_bt.service.runner`: one job's worker process (start, stop, outcome);
+- :mod:`~airflow_bt.service.runner`: one job's worker process (start, stop, outcome, its output lines);
+- :mod:`~airflow_bt.service.joblogs`: the jobs' logs, in CloudWatch Logs (``/aws/sagemaker/TransformJobs``)
+  when an endpoint is configured, and in memory (``GET /logs/<job name>``);
 - :mod:`~airflow_bt.service.worker`: the worker process's entry point;
 - :mod:`~airflow_bt.service.errors`: the API's error shapes.
 """

@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from airflow_bt.service.errors import ServiceError, resource_in_use, resource_not_found, validation
+from airflow_bt.service.joblogs import JobLogs
 from airflow_bt.service.runner import JobRunner
 from airflow_bt.transform.model_package import resolve_model_package
 from airflow_bt.transform.runtime.policy import EnginePolicy
@@ -143,6 +144,7 @@ class SageMakerApi:
         Python code as its user; always in a child process without the service's environment).
     :param allow_remote_model_urls: call model containers whose ``Image`` URL is not on loopback.
     :param stop_grace: seconds a stopping job gets before its processes are killed.
+    :param logs: where the jobs' output lines go (:class:`~airflow_bt.service.joblogs.JobLogs`; default: memory).
     """
 
     ACTIONS = {
@@ -160,7 +162,7 @@ class SageMakerApi:
     def __init__(self, *, region: str = "us-east-1", account: str = "000000000000", allow_file_uris: bool = False,
                  allow_serve_commands: bool = False, allow_model_code: bool = False,
                  allow_remote_model_urls: bool = False, stop_grace: float = 5.0,
-                 runner_factory: RunnerFactory = JobRunner) -> None:
+                 runner_factory: RunnerFactory = JobRunner, logs: JobLogs | None = None) -> None:
         self.region = region
         self.account = account
         self.policy = service_policy(allow_file_uris=allow_file_uris, allow_serve_commands=allow_serve_commands,
@@ -168,6 +170,7 @@ class SageMakerApi:
                                      allow_remote_model_urls=allow_remote_model_urls)
         self.stop_grace = stop_grace
         self.runner_factory = runner_factory
+        self.logs = logs if logs is not None else JobLogs()
         self.models: dict[str, dict[str, Any]] = {}
         self.runnable: dict[str, dict[str, Any]] = {}  # model name -> the CreateModel request a job runs
         self.packages: dict[str, dict[str, Any]] = {}  # model package name -> DescribeModelPackage
@@ -297,10 +300,12 @@ class SageMakerApi:
             except TransformSpecError as exc:
                 raise validation(str(exc)) from None
             job = TransformJob(request=copy.deepcopy(body), model=model_request, arn=arn)
+            self.logs.start_job(name)
             job.runner = self.runner_factory(
                 name, job.request, model_request,
                 on_started=lambda: self._started(job), on_finished=lambda outcome: self._finished(job, outcome),
                 stop_grace=self.stop_grace, policy=self.policy,
+                on_output=lambda line, instance: self.logs.write(name, line, instance),
             )
             self.jobs[name] = job
             job.runner.start()
@@ -313,6 +318,9 @@ class SageMakerApi:
             job.start_time = job.last_modified = _now()
 
     def _finished(self, job: TransformJob, outcome: dict[str, Any] | None) -> None:
+        # every line is in the job's log streams before it shows a terminal status: a reader that sees the
+        # status (the SDK's wait()) reads the streams once more and stops
+        self.logs.finish(job.name)
         with self._lock:
             job.end_time = job.last_modified = _now()
             if job.start_time is None:

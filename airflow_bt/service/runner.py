@@ -19,6 +19,10 @@ _log = logging.getLogger(__name__)
 
 #: ``on_finished(outcome)``: the worker's ``result`` event, or ``None`` if it exited without one.
 Finished = Callable[[dict[str, Any] | None], None]
+#: ``on_output(line, instance)``: one line the job wrote (the engine's log, its model's output).
+Output = Callable[[str, int], None]
+#: How long the end of a job waits for the last lines of its output (after its processes are gone).
+OUTPUT_DRAIN_S = 5.0
 
 
 class JobRunner:
@@ -32,11 +36,15 @@ class JobRunner:
     :param stop_grace: seconds a stopping worker gets to clean up before its process group is killed.
     :param policy: what the job's engine may open and run (the service's:
         :func:`~airflow_bt.service.api.service_policy`).
+    :param on_output: called with each line the worker writes to stderr (the engine's log lines and its
+        models' output, ``[instance <n>] ``-tagged from an instance worker process) and the instance it
+        belongs to; every line is also copied to the service's stderr. All of them are handed over before
+        ``on_finished`` is called.
     """
 
     def __init__(self, name: str, request: dict[str, Any], model: dict[str, Any], *,
                  on_started: Callable[[], None], on_finished: Finished, policy: EnginePolicy,
-                 stop_grace: float = 5.0) -> None:
+                 stop_grace: float = 5.0, on_output: Output | None = None) -> None:
         self.name = name
         self.request = request
         self.model = model
@@ -44,6 +52,8 @@ class JobRunner:
         self.on_finished = on_finished
         self.stop_grace = stop_grace
         self.policy = policy
+        self.on_output = on_output
+        self._output: threading.Thread | None = None
         self.proc: subprocess.Popen[str] | None = None
         self._done = threading.Event()
         self._reader: threading.Thread | None = None
@@ -51,14 +61,32 @@ class JobRunner:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "airflow_bt.service.worker", self.name],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            errors="replace", start_new_session=True,
         )
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps({"request": self.request, "model": self.model,
                                           "policy": self.policy.to_dict()}) + "\n")
         self.proc.stdin.flush()  # stdin stays open: its end tells the worker the service is gone
+        self._output = threading.Thread(target=self._read_output, name=f"job-output-{self.name}", daemon=True)
+        self._output.start()
         self._reader = threading.Thread(target=self._read, name=f"job-{self.name}", daemon=True)
         self._reader.start()
+
+    def _read_output(self) -> None:
+        from airflow_bt.transform.runtime.output import instance_of
+
+        proc = self.proc
+        assert proc is not None and proc.stderr is not None
+        for line in proc.stderr:
+            sys.stderr.write(line)
+            if self.on_output is not None:
+                instance, text = instance_of(line.rstrip("\n"))
+                try:
+                    self.on_output(text, instance)
+                except Exception:  # the job's log is a convenience: never lose the job over it
+                    _log.exception("[%s] could not record an output line", self.name)
+        sys.stderr.flush()
 
     def _read(self) -> None:
         proc = self.proc
@@ -81,6 +109,8 @@ class JobRunner:
             with contextlib.suppress(OSError):
                 if proc.stdin is not None:
                     proc.stdin.close()
+            if self._output is not None:  # its writers are gone: the rest of its output is in the pipe
+                self._output.join(OUTPUT_DRAIN_S)
             try:
                 self.on_finished(outcome)
             finally:

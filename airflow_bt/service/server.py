@@ -20,9 +20,10 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import unquote
 
 from airflow_bt.service.api import SageMakerApi
 from airflow_bt.service.errors import ServiceError
@@ -54,10 +55,28 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:
-        if self.path.split("?", 1)[0] in ("/", "/ping"):
+        path = self.path.split("?", 1)[0]
+        if path in ("/", "/ping"):
             self._send(200, {"status": "ok", "service": "airflow-bt local-sagemaker"})
+        elif path.startswith("/logs/"):
+            self._send_logs(unquote(path.removeprefix("/logs/")))
         else:
             self._send(404, {"__type": "UnknownOperationException", "message": f"no such path {self.path}"})
+
+    def _send_logs(self, job_name: str) -> None:
+        """A job's log lines, ``<stream>\t<ISO time>\t<message>`` each, in the order they were written."""
+        streams = self.server.api.logs.lines(job_name)
+        if streams is None:
+            self._send(404, {"__type": "ResourceNotFoundException", "message": f"no logs of job {job_name!r}"})
+            return
+        rows = sorted((stamp, name, message) for name, events in streams.items() for stamp, message in events)
+        data = "".join(f"{name}\t{datetime.fromtimestamp(stamp / 1000, timezone.utc).isoformat()}\t{message}\n"
+                       for stamp, name, message in rows).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -121,11 +140,20 @@ def default_region() -> str:
 
 def serve(host: str, port: int, *, region: str | None = None, allow_file_uris: bool = False,
           allow_serve_commands: bool = False, allow_model_code: bool = False,
-          allow_remote_model_urls: bool = False, announce: Callable[[str], None] | None = None) -> int:
-    """Serve until SIGTERM or Ctrl-C, then stop running jobs. ``announce(url)`` once listening."""
-    api = SageMakerApi(region=region or default_region(), allow_file_uris=allow_file_uris,
+          allow_remote_model_urls: bool = False, announce: Callable[[str], None] | None = None,
+          job_logs: str = "auto") -> int:
+    """Serve until SIGTERM or Ctrl-C, then stop running jobs. ``announce(url)`` once listening.
+
+    ``job_logs``: ``auto``, ``cloudwatch`` or ``memory`` (:func:`~airflow_bt.service.joblogs.open_job_logs`).
+    """
+    from airflow_bt.service.joblogs import open_job_logs
+
+    region = region or default_region()
+    logs = open_job_logs(region, job_logs)
+    _log.info("%s", logs.describe())
+    api = SageMakerApi(region=region, allow_file_uris=allow_file_uris,
                        allow_serve_commands=allow_serve_commands, allow_model_code=allow_model_code,
-                       allow_remote_model_urls=allow_remote_model_urls)
+                       allow_remote_model_urls=allow_remote_model_urls, logs=logs)
     masked_environment({"API_TOKEN": "warm-up"})  # load the masking rule (Airflow's) before the first Describe
     if allow_serve_commands:
         _log.warning("--allow-serve-commands: any client that reaches %s:%d can run commands as this user", host,
@@ -147,6 +175,7 @@ def serve(host: str, port: int, *, region: str | None = None, allow_file_uris: b
     finally:
         _log.info("shutting down: stopping running jobs")
         api.shutdown()
+        logs.close()
         server.server_close()
     return 0
 

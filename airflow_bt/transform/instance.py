@@ -368,6 +368,9 @@ def instance_main(spec: InstanceSpec, queue: Any, rejected: Any = None, parent_p
     The engine stops the process with ``SIGTERM`` (a stop, or an error): it raises ``SystemExit`` here,
     so an object being written is aborted (no ``.out``, no temp file left) and the runtime is closed.
     """
+    from airflow_bt.transform.runtime.output import set_instance
+
+    set_instance(spec.instance)  # its model's output lines name the instance (the service's log streams)
     if parent_pid is not None:
         die_with_parent(parent_pid)
     if parent_alive is not None:

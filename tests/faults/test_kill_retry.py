@@ -246,7 +246,7 @@ def describe_leftovers(data: Path, ds: str, manifest: dict, before: dict) -> lis
     """A listing (relative paths) of the partial objects of a date, temp files included, for the log."""
     used = used_folders(manifest)
     used_files = {folder.with_suffix(suffix) for folder in used
-                  for suffix in (".manifest", ".json", ".job.json", ".end.json")}
+                  for suffix in (".manifest", ".json", ".job.json", ".end.json", ".log.json")}
     lines = []
     for folder in (data / "work/churn" / f"dt={ds}", data / "output/churn" / f"dt={ds}"):
         for path in sorted(folder.rglob("*")):

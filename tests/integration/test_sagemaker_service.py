@@ -272,3 +272,37 @@ def test_without_allow_model_code_the_service_refuses_a_handler_model(sagemaker_
         assert error_of(sm.describe_model, ModelName="rowsum")["Code"] == "ValidationException"  # not created
         remote = error_of(sm.create_model, ModelName="remote", PrimaryContainer={"Image": "http://10.0.0.7:8080"})
         assert remote["Code"] == "ValidationException" and "--allow-remote-model-urls" in remote["Message"]
+
+
+def test_job_logs_go_to_cloudwatch_and_stay_in_memory_without_an_endpoint(sagemaker_stack, tmp_path):
+    import urllib.request
+
+    def run_job(stack: Stack) -> str:
+        s3, bucket = fresh_bucket(stack)
+        s3.put_object(Bucket=bucket, Key="models/rowsum/model.tar.gz", Body=rowsum_tarball())
+        s3.put_object(Bucket=bucket, Key="in/a.csv", Body=b"1,2\n")
+        sm = stack.client("sagemaker")
+        model = f"rowsum-{uuid.uuid4().hex[:6]}"
+        sm.create_model(ModelName=model, PrimaryContainer={
+            "Image": "local/sklearn", "ModelDataUrl": f"s3://{bucket}/models/rowsum/model.tar.gz"})
+        name = f"logs-{uuid.uuid4().hex[:8]}"
+        sm.create_transform_job(**job_request(name, model, bucket))
+        assert status_history(sm, name)[1]["TransformJobStatus"] == "Completed"
+        return name
+
+    logs = sagemaker_stack.client("logs")
+    name = run_job(sagemaker_stack)  # the session's service: moto's CloudWatch Logs endpoint is configured
+    (stream,) = logs.describe_log_streams(logGroupName="/aws/sagemaker/TransformJobs",
+                                          logStreamNamePrefix=f"{name}/")["logStreams"]
+    events = logs.get_log_events(logGroupName="/aws/sagemaker/TransformJobs", logStreamName=stream["logStreamName"],
+                                 startFromHead=True)["events"]
+    assert any(f"transform job {name} Completed" in e["message"] for e in events)
+    assert any(e["message"].startswith("[model] airflow-bt handler server listening") for e in events)
+
+    with own_service(sagemaker_stack, tmp_path, flags=(*SERVICE_FLAGS, "--job-logs", "memory")) as stack:
+        name = run_job(stack)
+        text = urllib.request.urlopen(f"{stack.sagemaker_url}/logs/{name}", timeout=10).read().decode()
+        assert f"transform job {name} Completed" in text and text.startswith(f"{name}/i-")
+        assert "job logs: kept in memory" in stack.service_log.read_text()
+    assert logs.describe_log_streams(logGroupName="/aws/sagemaker/TransformJobs",
+                                     logStreamNamePrefix=f"{name}/")["logStreams"] == []

@@ -11,6 +11,7 @@ every row after a partial retry.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -142,6 +143,46 @@ def test_a_partial_retry_scores_only_what_the_failed_try_left_and_publish_gets_e
     assert result["job_name"] == run["base"] + "-r2" and result["reused_shards"] == 2
     assert outputs(run, run["base"] + "-r2") == ["part-00001.csv.out"]  # only the missing shard was scored
     assert published_rows(run, result) == EXPECTED
+
+
+class TaskLog(logging.Handler):
+    """Every message the operator logs (its ``self.log`` goes to structlog on Airflow 3, stdlib on 2.11)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+class LoggedTransform(BatchTransformOperator):
+    task_log = logging.getLogger("test.transform.task_log")
+
+    @property
+    def log(self) -> Any:  # type: ignore[override]
+        return self.task_log
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_failing_jobs_task_log_ends_with_its_log_tail(run, backend):
+    handler = TaskLog()
+    LoggedTransform.task_log.addHandler(handler)
+    LoggedTransform.task_log.setLevel(logging.INFO)
+    try:
+        with pytest.raises(AirflowException) as failed:
+            LoggedTransform(**operator_args(run, backend)).execute(context(1))
+    finally:
+        LoggedTransform.task_log.removeHandler(handler)
+    assert "row 13 cannot be scored yet" in str(failed.value) and "last log lines are above" in str(failed.value)
+    messages = handler.messages
+    header = next(i for i, m in enumerate(messages) if m.startswith("the last "))
+    source = "CloudWatch Logs /aws/sagemaker/TransformJobs" if backend == "sagemaker" else "local engine's log"
+    assert f"log lines of transform job {run['base']} (" in messages[header] and source in messages[header]
+    tail = messages[header + 1:]
+    assert tail and all(m.startswith("  | ") for m in tail), tail  # nothing after the tail but the failure
+    assert any("row 13 cannot be scored yet" in m for m in tail), tail  # the engine's line about the failed object
+    assert f"transform job {run['base']} Failed: 2 of 3 objects" in tail[-1], tail  # its last line
 
 
 def _crash_after_create(run: dict[str, Any], backend: str, tmp_path: Path) -> int:

@@ -17,7 +17,7 @@ from sagemaker_stack import botocore_report
 
 from airflow_bt.compat import AirflowException, AirflowFailException
 from airflow_bt.hooks.transform_job import TransformJobHook
-from airflow_bt.links.sagemaker import TransformJobLink
+from airflow_bt.links.sagemaker import TransformJobLink, TransformJobLogsLink
 from airflow_bt.operators.transform import BatchTransformOperator
 from airflow_bt.sensors.transform_job import TransformJobSensor
 from airflow_bt.steps.naming import retry_job_name, run_job_name
@@ -251,6 +251,7 @@ def test_a_retry_after_a_crash_waits_for_the_running_job_and_creates_nothing(sha
     assert result["output_uri"] == f"s3://b/work/run/transform/{BASE}/"
     assert result["billable_instance_seconds"] == 180.0 and result["cost"] == pytest.approx(0.0115)
     assert ctx["ti"].xcom[TransformJobLink.key]["job_name"] == BASE
+    assert ctx["ti"].xcom[TransformJobLogsLink.key]["job_name"] == BASE
 
 
 def test_a_new_job_gets_its_model_and_a_botocore_valid_request_from_rendered_strings(shards):
@@ -522,6 +523,19 @@ def test_the_console_link():
     link = TransformJobLink().format_link(region_name="eu-west-1", aws_domain="aws.amazon.com", job_name=BASE)
     assert link == f"https://console.aws.amazon.com/sagemaker/home?region=eu-west-1#/transform-jobs/{BASE}"
     assert TransformJobLink().format_link() == ""
+
+
+def test_the_logs_link_opens_the_jobs_streams_in_the_cloudwatch_console():
+    from airflow_bt.operators.transform import BatchTransformOperator
+    from airflow_bt.provider_info import get_provider_info
+
+    link = TransformJobLogsLink().format_link(region_name="eu-west-1", aws_domain="aws.amazon.com", job_name=BASE)
+    assert link == ("https://console.aws.amazon.com/cloudwatch/home?region=eu-west-1#logsV2:log-groups/log-group/"
+                    f"$252Faws$252Fsagemaker$252FTransformJobs$3FlogStreamNameFilter$3D{BASE}$252F")
+    assert TransformJobLogsLink().format_link() == ""  # no job yet (or the local backend): no link
+    assert {type(link) for link in BatchTransformOperator.operator_extra_links} == {TransformJobLink,
+                                                                                  TransformJobLogsLink}
+    assert "airflow_bt.links.sagemaker.TransformJobLogsLink" in get_provider_info()["extra-links"]
 
 
 def test_openlineage_names_the_shards_read_and_the_predictions_written(shards):

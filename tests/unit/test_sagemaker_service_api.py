@@ -13,8 +13,8 @@ from airflow_bt.service.errors import ServiceError
 
 class FakeRunner:
     def __init__(self, name: str, request: dict[str, Any], model: dict[str, Any], *, on_started: Any,
-                 on_finished: Any, stop_grace: float, policy: Any = None) -> None:
-        self.name, self.on_started, self.on_finished = name, on_started, on_finished
+                 on_finished: Any, stop_grace: float, policy: Any = None, on_output: Any = None) -> None:
+        self.name, self.on_started, self.on_finished, self.on_output = name, on_started, on_finished, on_output
         self.request, self.model, self.policy = request, model, policy
         self.started = self.stopped = False
 
@@ -145,3 +145,42 @@ def test_a_model_from_a_registered_package_runs_the_packages_container():
         "ModelPackageName": "churn/9"}})) == "ValidationException"
     assert code(lambda: api.handle("CreateModel", {"ModelName": "n", "PrimaryContainer": {
         "ModelPackageName": "churn/1", "Image": "x"}})) == "ValidationException"
+
+
+class RecordingLogsClient:
+    """A CloudWatch Logs client that records what was put, and the job's status at that moment."""
+
+    def __init__(self) -> None:
+        self.puts: list[dict[str, Any]] = []
+        self.status_at_put: list[str] = []
+        self.api: SageMakerApi | None = None
+
+    def create_log_group(self, **kwargs: Any) -> None:
+        pass
+
+    def create_log_stream(self, **kwargs: Any) -> None:
+        pass
+
+    def put_log_events(self, **kwargs: Any) -> None:
+        assert self.api is not None
+        self.status_at_put.append(describe(self.api, "j1")["TransformJobStatus"])
+        self.puts.append(kwargs)
+
+
+def test_a_job_shows_a_terminal_status_only_after_its_lines_are_in_cloudwatch():
+    from airflow_bt.service.joblogs import JobLogs
+
+    client = RecordingLogsClient()
+    api = client.api = api_with_model()
+    api.logs = JobLogs(client, where="fake")
+    try:
+        runner = create(api, "j1")
+        assert isinstance(runner, FakeRunner)
+        runner.on_started()
+        runner.on_output("transform job j1 Failed: model error", 0)
+        runner.on_finished({"status": "Failed", "failure_reason": "boom"})
+        assert client.status_at_put == ["InProgress"]  # the last lines were sent while the job still ran
+        assert describe(api, "j1")["TransformJobStatus"] == "Failed"
+        assert [e["message"] for e in client.puts[0]["logEvents"]] == ["transform job j1 Failed: model error"]
+    finally:
+        api.logs.close()

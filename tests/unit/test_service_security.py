@@ -36,7 +36,7 @@ def service_policy(**opt_ins: bool) -> Any:
 
 class FakeRunner:
     def __init__(self, name: str, request: dict[str, Any], model: dict[str, Any], *, on_started: Any,
-                 on_finished: Any, stop_grace: float, policy: Any = None) -> None:
+                 on_finished: Any, stop_grace: float, policy: Any = None, on_output: Any = None) -> None:
         self.request, self.model, self.policy = request, model, policy
 
     def start(self) -> None:

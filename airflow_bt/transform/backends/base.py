@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from airflow_bt.steps.naming import retry_job_name
+from airflow_bt.transform.backends.job_logs import LogTail
 
 
 class TransformBackend(ABC):
@@ -51,6 +52,10 @@ class TransformBackend(ABC):
     def console_link(self) -> dict[str, str | None] | None:
         """``region_name``/``aws_partition`` for the job's console link, or ``None`` if it has no console."""
         return None
+
+    def log_tail(self, job_name: str, limit: int) -> LogTail:
+        """The job's last ``limit`` log lines, or a note why there are none (never raises for missing logs)."""
+        return LogTail(note=f"the {self.name} backend keeps no job logs")
 
     def trigger(self, job_name: str, *, poll_interval: float, deadline: float | None) -> Any:
         """The trigger that waits for the job on the triggerer (only where :attr:`can_defer`)."""

@@ -8,7 +8,10 @@ run's job outputs, written create-only:
 - ``<jobs prefix>/<job name>.job.json`` when it is created (its request, secret-named environment
   values shown as ``***`` as ``DescribeTransformJob`` shows them; a name already taken means another
   process created that job first);
-- ``<jobs prefix>/<job name>.end.json`` when it ends (its final description with the engine's stats).
+- ``<jobs prefix>/<job name>.end.json`` when it ends (its final description with the engine's stats);
+- ``<jobs prefix>/<job name>.log.json`` just before: the last lines of its log (what the engine logged and
+  what its model processes printed: :class:`~airflow_bt.transform.backends.job_logs.LocalJobLog`), the
+  tail a failed job's task log ends with (:meth:`LocalBackend.log_tail`, also for a retry in another process).
 
 :meth:`LocalBackend.describe` reads them, so a retry finds the jobs of earlier tries exactly as on
 SageMaker. A job this process did not start and that has no end record died with the task process
@@ -29,6 +32,7 @@ from typing import Any
 from airflow_bt.logs import LogLike
 from airflow_bt.storage import ObjectExistsError, ObjectNotFoundError, Storage, join_uri
 from airflow_bt.transform.backends.base import TransformBackend
+from airflow_bt.transform.backends.job_logs import LocalJobLog, LogTail
 from airflow_bt.transform.model_package import DescribePackage, package_of, resolve_model_package
 from airflow_bt.transform.status import JobWaitTimeout, TransformJobStatus
 
@@ -50,6 +54,7 @@ class _Running:
     """A job this process runs: its thread, the stop event the engine watches, its end."""
 
     thread: threading.Thread
+    log: LocalJobLog
     stop: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -130,7 +135,7 @@ class LocalBackend(TransformBackend):
                           name)
             return self.describe(name)
         running = _Running(threading.Thread(target=self._run, args=(name, request, model), daemon=True,
-                                            name=f"transform-{name}"))
+                                            name=f"transform-{name}"), LocalJobLog(self.log))
         self._running[name] = running
         running.thread.start()
         self.log.info("started local transform job %s", name)
@@ -176,22 +181,47 @@ class LocalBackend(TransformBackend):
             raise ValueError(f"there is no local transform job {job_name}")
         return description
 
+    def log_tail(self, job_name: str, limit: int) -> LogTail:
+        """The job's log as this process kept it, else as its ``.log.json`` record holds it."""
+        running = self._running.get(job_name)
+        uri = self._record_uri(job_name, "log")
+        if running is not None:
+            lines, source = running.log.lines(), f"the local engine's log of the job, also in {uri}"
+        else:
+            record = self._read(uri)
+            if record is None:
+                return LogTail(note=f"no log of local job {job_name} was kept ({uri} does not exist: the task "
+                                    "process that ran it ended before the job did)")
+            lines, source = [str(line) for line in record.get("lines") or []], uri
+        return LogTail(lines[-limit:], source) if lines else LogTail(source=source, note="the job logged nothing")
+
     # -- the job's thread -------------------------------------------------------------------------------
+
+    def _write_log(self, name: str, log: LocalJobLog) -> None:
+        try:
+            self._write(self._record_uri(name, "log"), {"TransformJobName": name, "lines": log.lines()})
+        except Exception:  # the job's result matters more than its log
+            self.log.warning("could not write the log of local transform job %s", name, exc_info=True)
 
     def _run(self, name: str, request: dict[str, Any], model: dict[str, Any]) -> None:
         from airflow_bt.transform.backends.local import run_local
+        from airflow_bt.transform.runtime.output import add_listener, remove_listener
 
         running = self._running[name]
+        add_listener(running.log.model_output)  # the output of the model processes this job starts
         try:
             try:
-                description = run_local(request, model, aws_conn_id=self.aws_conn_id, log=self.log,
+                description = run_local(request, model, aws_conn_id=self.aws_conn_id, log=running.log,
                                         dead_letter=self.dead_letter,
                                         dead_letter_max_records=self.dead_letter_max_records, stop=running.stop)
             except Exception as exc:  # the engine itself broke: the job fails, the task sees why
-                self.log.exception("local transform job %s failed", name)
+                running.log.exception("local transform job %s failed", name)
                 description = {"TransformJobName": name, "TransformJobStatus": TransformJobStatus.FAILED.value,
                                "FailureReason": f"{type(exc).__name__}: {exc}"[:1024],
                                "ModelName": request["ModelName"], "TransformEndTime": _now()}
+            finally:
+                remove_listener(running.log.model_output)
+            self._write_log(name, running.log)
             self._write(self._record_uri(name, "end"), self.mask(description))
         except Exception:
             self.log.exception("could not record the end of local transform job %s", name)

@@ -15,6 +15,7 @@ from typing import Any
 from airflow_bt.hooks.transform_job import TransformJobHook
 from airflow_bt.logs import LogLike
 from airflow_bt.transform.backends.base import TransformBackend
+from airflow_bt.transform.backends.job_logs import LogTail
 
 
 class SageMakerBackend(TransformBackend):
@@ -51,6 +52,20 @@ class SageMakerBackend(TransformBackend):
 
     def console_link(self) -> dict[str, str | None] | None:
         return {"region_name": self.hook.conn_region_name, "aws_partition": self.hook.conn_partition}
+
+    def log_tail(self, job_name: str, limit: int) -> LogTail:
+        """The job's CloudWatch Logs streams, read through the task's AWS connection (its ``logs`` endpoint)."""
+        from airflow.providers.amazon.aws.hooks.logs import AwsLogsHook
+
+        from airflow_bt.transform.backends.job_logs import cloudwatch_tail
+
+        try:
+            client = AwsLogsHook(aws_conn_id=self.hook.aws_conn_id, region_name=self.hook.region_name,
+                                 verify=self.hook.verify, config=self.hook.botocore_config).conn
+        except Exception as exc:
+            return LogTail(note=f"no CloudWatch Logs client for connection {self.hook.aws_conn_id!r}: "
+                                f"{type(exc).__name__}: {exc}")
+        return cloudwatch_tail(client, job_name, limit)
 
     def trigger(self, job_name: str, *, poll_interval: float, deadline: float | None) -> Any:
         from airflow_bt.triggers.transform_job import TransformJobTrigger

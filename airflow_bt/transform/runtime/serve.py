@@ -16,6 +16,9 @@ The model's ``PrimaryContainer.Environment`` holds ``AIRFLOW_BT_SERVE_COMMAND``,
    healthy the error quotes the tail of its output;
 4. talks to it like :class:`~airflow_bt.transform.runtime.http.HttpContainerRuntime`;
 5. stops it at the end: SIGTERM to its process group, SIGKILL after 10 s.
+
+The command's stdout and stderr are pumped, a line at a time, into ``serve.log`` in its temp dir (the
+tail an error quotes) and to :func:`airflow_bt.transform.runtime.output.emit`: the job's log.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -38,6 +42,7 @@ from airflow_bt.transform.runtime.artifacts import fetch_model_dir
 from airflow_bt.transform.runtime.base import START_TIMEOUT_ENV, ModelRuntimeError, StorageResolver, start_timeout_s
 from airflow_bt.transform.runtime.children import start_child
 from airflow_bt.transform.runtime.http import HttpContainerRuntime
+from airflow_bt.transform.runtime.output import emit
 
 SERVE_COMMAND_ENV = "AIRFLOW_BT_SERVE_COMMAND"
 STOP_GRACE_S = 10.0
@@ -102,6 +107,7 @@ class ServeCommandRuntime(HttpContainerRuntime):
         self.model_dir: str | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self._output_path: str | None = None
+        self._pump: threading.Thread | None = None
         super().__init__(model_request, base_url="http://127.0.0.1:1", timeout_s=timeout_s)
 
     def _command_of(self, model_request: Mapping[str, Any]) -> str:
@@ -146,13 +152,20 @@ class ServeCommandRuntime(HttpContainerRuntime):
             "AIRFLOW_BT_MODEL_DIR": self.model_dir})
         argv = self._argv(port, env)
         self._output_path = os.path.join(self.temp_dir, "serve.log")
-        with open(self._output_path, "wb") as output:
-            try:
-                self.process = start_child(argv, env=env, stdin=self._stdin(), stdout=output,
-                                           stderr=subprocess.STDOUT, start_new_session=True)
-            except OSError as exc:
-                raise ModelRuntimeError(f"cannot start {self.what}: {exc}") from exc
+        try:
+            self.process = start_child(argv, env=env, stdin=self._stdin(), stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as exc:
+            raise ModelRuntimeError(f"cannot start {self.what}: {exc}") from exc
+        self._pump = threading.Thread(target=_pump_output, args=(self.process.stdout, self._output_path),
+                                      name="model-output", daemon=True)
+        self._pump.start()
         self._wait_healthy(start_timeout_s(self.model_request))
+
+    def _drain(self, timeout: float = 2.0) -> None:
+        """Wait (briefly) until the pump has written what the ended command printed."""
+        if self._pump is not None:
+            self._pump.join(timeout)
 
     def _stdin(self) -> int:
         """The child's stdin (``subprocess.DEVNULL``; a subclass may hand it a parent-liveness pipe)."""
@@ -179,11 +192,13 @@ class ServeCommandRuntime(HttpContainerRuntime):
         while True:
             code = self.process.poll()
             if code is not None:
+                self._drain()
                 raise ModelRuntimeError(f"{self.what} exited with code {code} before "
                                         f"answering GET /ping; its last output:\n{self.output_tail()}")
             if self.ping():
                 return
             if time.monotonic() >= deadline:
+                self._drain(0.2)
                 raise ModelRuntimeError(f"{self.what} did not answer GET {self.base_url}"
                                         f"/ping with 200 within {timeout_s:g} s ({START_TIMEOUT_ENV}); its last "
                                         f"output:\n{self.output_tail()}")
@@ -218,6 +233,7 @@ class ServeCommandRuntime(HttpContainerRuntime):
                 proc.wait()
         with contextlib.suppress(ProcessLookupError, PermissionError):  # stray children of the group
             os.killpg(proc.pid, signal.SIGKILL)
+        self._drain()
 
     def close(self) -> None:
         """Stop the command, close connections, remove the model directory. Safe to call twice."""
@@ -226,3 +242,13 @@ class ServeCommandRuntime(HttpContainerRuntime):
         if self.temp_dir is not None:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
             self.temp_dir = None
+
+
+def _pump_output(stream: Any, path: str) -> None:
+    """Copy the command's output into ``path`` and hand each line to :func:`emit`, until the pipe closes."""
+    with open(path, "ab") as out:
+        for raw in iter(stream.readline, b""):
+            out.write(raw)
+            out.flush()
+            emit(raw.decode("utf-8", "replace").rstrip("\r\n"))
+    stream.close()
