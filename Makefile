@@ -47,7 +47,13 @@ tools:
 	              && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null 2>&1; }; }; } \
 	    || echo "docker-compose not installed: the compose-file syntax test will be skipped"
 
-test: venv tools lint typecheck
+# The SageMaker Python SDK v2, in a cached venv of its own (its pins need not agree with Airflow's), for
+# tests/integration/test_sagemaker_sdk.py: installed here, before the tests run (skipped there if it failed).
+.PHONY: sdk-env
+sdk-env: venv
+	@$(VENV)/bin/python tests/sdk_env.py
+
+test: venv tools sdk-env lint typecheck
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: venv

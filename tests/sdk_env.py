@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REQUIREMENT = "sagemaker>=2,<3"
+REQUIREMENT = "sagemaker==2.257.7"  # the SDK v2 the test was measured with
 INSTALL_TIMEOUT_S = 900
 _READY = ".airflow-bt-ready"
 
@@ -58,3 +58,9 @@ def sdk_python(requirement: str = REQUIREMENT) -> tuple[Path | None, str]:
             return None, f"{' '.join(step)} failed: {(done.stderr or done.stdout).strip()[-500:]}"
     (venv / _READY).write_text(requirement + "\n")
     return python, ""
+
+
+if __name__ == "__main__":  # `make sdk-env` (a step of `make test`): install it before the tests run
+    made, why = sdk_python()
+    print(f"SageMaker SDK venv: {made.parent.parent}" if made else f"SageMaker SDK venv not made ({why}): "
+          "tests/integration/test_sagemaker_sdk.py will be skipped")
