@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_bt.tables.iceberg import PARTITION_COLUMN, SUMMARY_PREFIX, IcebergTablePointer, _attempt_of
+from airflow_bt.tables.iceberg import PARTITION_COLUMN, SUMMARY_PREFIX, IcebergTablePointer
 
 
 def attempt_snapshots(table: Any) -> dict[str, int]:
@@ -24,7 +24,7 @@ def day_state(table: Any, day: str) -> dict[str, Any]:
     snapshot = table.current_snapshot()
     return {
         "snapshot_id": snapshot.snapshot_id if snapshot is not None else None,
-        "attempt_prefix": _attempt_of([f.file_path for f in files]),
+        "attempt_prefix": IcebergTablePointer.named(table, day, files),
         "files": sorted(f.file_path for f in files),
         "rows": sum(int(f.record_count) for f in files),
         "partition_column": PARTITION_COLUMN,

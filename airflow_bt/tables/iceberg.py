@@ -101,10 +101,10 @@ class IcebergTablePointer:
 
     def current(self, day: str) -> str | None:
         table = self._table()
-        return None if table is None else self._named(table, day, self.day_files(table, day))
+        return None if table is None else self.named(table, day, self.day_files(table, day))
 
     @staticmethod
-    def _named(table: Any, day: str, files: list[Any]) -> str | None:
+    def named(table: Any, day: str, files: list[Any]) -> str | None:
         """The attempt the day's files are under; for a day without files, the attempt of the day's last
         publication in the table's history (an empty day is published too: it replaced the day with nothing)."""
         if files:
@@ -161,7 +161,7 @@ class IcebergTablePointer:
             if table is None:
                 table = self._create(parts[0] if parts else None, manifest)
             old = self.day_files(table, day)
-            if self._named(table, day, old) != expected:
+            if self.named(table, day, old) != expected:
                 return False  # moved since the caller looked: decide again
             try:
                 self._commit(table, day, old, parts, manifest)

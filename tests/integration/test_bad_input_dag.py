@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from airflow_env import airflow, airflow_env
 from data_helpers import copy_demo, corrupt_tenure, dag_folder
+from table_checks import assert_pointers_agree, read_parts
 
 pytestmark = pytest.mark.integration
 DS = "2026-06-24"
@@ -35,13 +36,17 @@ def run_dag(airflow_home: Path, data: Path, folder: Path, **env: str):
 
 
 def published(data: Path) -> tuple[dict, list[str]]:
+    """The published attempt's manifest and its rows' customer ids, in order (the parts are typed Parquet)."""
     latest = json.loads((data / f"output/churn/dt={DS}/_LATEST.json").read_text())
     manifest = json.loads(Path(latest["manifest"].removeprefix("file://")).read_text())
-    assert Path(latest["attempt_prefix"].removeprefix("file://"), "_SUCCESS").exists()
-    rows: list[str] = []
-    for part in manifest["parts"]:
-        rows += Path(part["uri"].removeprefix("file://")).read_text().splitlines()[1:]
-    return manifest, rows
+    attempt = Path(latest["attempt_prefix"].removeprefix("file://"))
+    assert (attempt / "_SUCCESS").exists()
+    rows = read_parts(attempt)
+    return manifest, rows.column("customer_id").to_pylist() if rows.num_rows else []
+
+
+def ids(rows: list[str]) -> list[str]:
+    return [row.split(",", 1)[0] for row in rows]
 
 
 def input_rows(data: Path) -> list[str]:
@@ -75,7 +80,7 @@ def test_quarantine_publishes_the_good_rows_and_lists_the_bad_ones(airflow_home,
     proc, log = run_dag(airflow_home, data, dag_folder(tmp_path, shard={"on_bad_record": "quarantine"}))
     assert proc.returncode == 0, log[-3000:]
     manifest, rows = published(data)
-    assert [row.rsplit(",", 1)[0] for row in rows] == good  # every good row, in order, once
+    assert rows == ids(good)  # every good row, in order, once
     assert (manifest["input_records"], manifest["quarantined"], manifest["rows_out"]) == (len(good) + 2, 2,
                                                                                           len(good))
     errors = Path(manifest["errors"]["bad_input"].removeprefix("file://")).read_text().splitlines()
@@ -94,6 +99,7 @@ def test_empty_partition_publishes_an_empty_result_without_a_job(airflow_home, d
     assert proc.returncode == 0, log[-3000:]
     manifest, rows = published(data)
     assert rows == [] and manifest["rows_out"] == 0 and manifest["parts"] == []
+    assert_pointers_agree(data, "churn", DS, "scoring.churn")  # the table's day is the empty attempt too
     assert manifest["transform"]["status"] == "Skipped" and manifest["transform"]["job_name"] is None
     assert "no transform job is started (nothing to pay for)" in log
 
@@ -148,7 +154,7 @@ def test_dead_letter_scores_the_rest_and_lists_what_the_model_rejected(airflow_h
     assert proc.returncode == 0, log[-3000:]
     manifest, published_rows = published(data)
     expected = [row for row in input_rows(data) if row != bad]
-    assert [row.rsplit(",", 1)[0] for row in published_rows] == expected and len(expected) == len(rows) - 1
+    assert published_rows == ids(expected) and len(expected) == len(rows) - 1
     assert (manifest["rows_in"], manifest["rejected"], manifest["rows_out"]) == (len(rows), 1, len(rows) - 1)
     [rejected] = [json.loads(line) for line in
                   Path(manifest["errors"]["model_rejected"].removeprefix("file://")).read_text().splitlines()]
