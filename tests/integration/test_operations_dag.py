@@ -44,7 +44,7 @@ def test_retention_deletes_the_published_run_scratch_and_nothing_else(airflow_ho
     assert not list((data / "work/churn").rglob("*.csv"))  # the run's shards are gone
     latest = json.loads((data / "output/churn" / f"dt={DS}" / "_LATEST.json").read_text())
     attempt = Path(latest["attempt_prefix"].removeprefix("file://"))
-    assert (attempt / "_SUCCESS").exists() and list(attempt.glob("part-*.csv"))
+    assert (attempt / "_SUCCESS").exists() and list(attempt.glob("part-*.parquet"))
 
 
 SINK = '''

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from airflow_env import airflow, airflow_env
+from table_checks import assert_pointers_agree
 
 from integration.test_nightly_dag import expected_probabilities
 
@@ -32,7 +33,8 @@ def test_parquet_dag_publishes_typed_rows_an_engine_reads_as_is(airflow_home, de
     expected = pa.concat_tables([pq.read_table(p) for p in inputs])
     # an engine pointed at the attempt prefix: _manifest.json, _SUCCESS and _errors/ are not data
     table = pads.dataset(attempt, format="parquet", exclude_invalid_files=False).to_table()
-    assert table.schema.names == [*expected.schema.names, "churn_probability"]
+    # the inputs' columns, the prediction, and the day (the Iceberg table's partition column, publish.table)
+    assert table.schema.names == [*expected.schema.names, "churn_probability", "scored_date"]
     assert table.schema.field("churn_probability").type == pa.float64()
     assert table.select(expected.schema.names).equals(expected)  # every row, in order, with its types
     assert manifest["rows_in"] == manifest["rows_out"] == table.num_rows == 3000
@@ -51,5 +53,9 @@ def test_parquet_dag_publishes_typed_rows_an_engine_reads_as_is(airflow_home, de
         f"select count(*), count(distinct customer_id) from read_parquet('{attempt}/**/*.parquet')"
     ).fetchone()
     assert counted == (3000, 3000)
+    # the Iceberg table scoring.churn_parquet holds this attempt's parts, registered as they are (Airflow 3)
+    state = assert_pointers_agree(demo_root, "churn_parquet", DS, "scoring.churn_parquet")
+    if state is not None:
+        assert state["rows"] == 3000 and all(f.startswith(f"file://{attempt}/") for f in state["files"])
     assert engine.execute(f"select typeof(signup_date) from read_parquet('{attempt}/*.parquet') limit 1"
                           ).fetchone() == ("DATE",)
