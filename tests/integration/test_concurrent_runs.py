@@ -8,14 +8,25 @@ from pathlib import Path
 
 import pytest
 from airflow_env import BIN, airflow, airflow_env
+from data_helpers import dag_folder
+from table_checks import GLUE_TABLE, assert_pointers_agree, read_parts
+
+from airflow_bt.tables.catalog import catalog_unavailable
 
 pytestmark = pytest.mark.integration
 DS = "2026-06-23"
 
 
-def test_two_runs_of_one_date_at_once_publish_two_complete_attempts(demo_root, tmp_path):
+def test_two_runs_of_one_date_at_once_publish_two_complete_attempts(demo_root, tmp_path, glue_catalogs):
+    """... and leave the table's day, the Hive partition and _LATEST.json at one of them, the same one: on
+    Airflow 3 the SQLite catalog takes two processes' commits; on 2.11 (no SQL catalog) a Glue one does."""
     homes = [tmp_path / "home-a", tmp_path / "home-b"]
-    envs = [airflow_env(home, demo_root) for home in homes]
+    sql = catalog_unavailable({"type": "sql"}) is None
+    settings = glue_catalogs.env()
+    if sql:  # the default catalog (SQLite under the data root); the connection still reaches Glue
+        settings.pop("AIRFLOW_BT_CATALOG")
+    folder = dag_folder(tmp_path, publish={"glue_table": GLUE_TABLE})
+    envs = [airflow_env(home, demo_root, AIRFLOW__CORE__DAGS_FOLDER=str(folder), **settings) for home in homes]
     for env in envs:
         airflow(env, "db", "migrate")
     runs = [subprocess.Popen([str(BIN / "airflow"), "dags", "test", "churn_nightly_scoring", DS], env=env,
@@ -28,7 +39,10 @@ def test_two_runs_of_one_date_at_once_publish_two_complete_attempts(demo_root, t
     assert len(attempts) == 2
     for attempt in attempts:
         manifest = json.loads((attempt / "_manifest.json").read_text())
-        rows = sum(len(part.read_text().splitlines()) - 1 for part in attempt.glob("part-*.csv"))
+        rows = read_parts(attempt).num_rows
         assert rows == manifest["rows_out"] == manifest["rows_in"] == 3000
     latest = json.loads((date_root / "_LATEST.json").read_text())
     assert Path(latest["attempt_prefix"].removeprefix("file://").rstrip("/")) in attempts
+    state = assert_pointers_agree(demo_root, "churn", DS, "scoring.churn", glue=glue_catalogs.hive_partition(),
+                                  catalog=None if sql else glue_catalogs.properties)
+    assert state is not None and state["rows"] == 3000  # one copy of the day
