@@ -132,7 +132,7 @@ class IcebergTablePointer:
         except Exception as exc:  # NamespaceAlreadyExistsError, or a unique-key error from a racing creator
             if not isinstance(exc, NamespaceAlreadyExistsError) and not self.catalog.namespace_exists(namespace):
                 raise
-        schema = _read_schema(first_part, pq) if first_part else _partition_only_schema()
+        schema = _read_schema(first_part, pq, self.catalog.properties) if first_part else _partition_only_schema()
         if PARTITION_COLUMN not in schema.names:
             raise TableCommitError(f"{first_part or manifest.get('attempt_prefix')} has no {PARTITION_COLUMN} column: "
                                    f"it was published without publish.table, so it cannot be registered in "
@@ -174,11 +174,12 @@ class IcebergTablePointer:
         import pyarrow.parquet as pq
         from pyiceberg.io.pyarrow import parquet_file_to_data_file
 
-        change = _schema_change(table, _read_schema(parts[0], pq) if parts else None)
+        arrow_schema = _read_schema(parts[0], pq, {**self.catalog.properties, **table.io.properties}) if parts else None
+        change = _schema_change(table, arrow_schema)
         with table.transaction() as tx:
             if change:
                 with tx.update_schema() as update:
-                    update.union_by_name(_read_schema(parts[0], pq))
+                    update.union_by_name(arrow_schema)
                 _map_names(tx)
                 log.warning("%s: schema evolved: %s (earlier days read these as null)", self.name, change)
             props = snapshot_properties(manifest, change)
@@ -222,10 +223,11 @@ def _as_day(value: Any) -> str:
     return str(value)
 
 
-def _read_schema(uri: str, pq: Any) -> Any:
-    from pyiceberg.io.pyarrow import PyArrowFileIO
+def _read_schema(uri: str, pq: Any, properties: dict[str, str]) -> Any:
+    """A part's Arrow schema, read through the catalog's file IO (its S3 endpoint and credentials)."""
+    from pyiceberg.io import load_file_io
 
-    with PyArrowFileIO().new_input(uri).open() as stream:
+    with load_file_io(properties, location=uri).new_input(uri).open() as stream:
         return pq.read_schema(stream)
 
 

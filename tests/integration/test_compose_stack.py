@@ -11,7 +11,6 @@ metadata DB is SQLite. The DAG gets no conf: the stack's environment makes it us
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import os
@@ -26,8 +25,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pyarrow.parquet as pq
 import pytest
-from airflow_env import BIN, REPO, airflow, airflow_env
+from airflow_env import BIN, PG_DSN, REPO, PostgresDatabase, airflow, airflow_env, postgres_unavailable_reason
 from compose_file import bind_mounts, command, container_ports, environment, load, read_env_file
 from sagemaker_stack import wait_for
 
@@ -162,6 +162,15 @@ def stack(tmp_path_factory) -> Iterator[LoopbackStack]:
     assert urlsplit(endpoints["s3"]).hostname == "minio"
     assert urlsplit(endpoints["sagemaker"]).hostname == "local-sagemaker"
 
+    # The Iceberg catalog: the stack's Postgres is this machine's (a throw-away database airflow-init creates, as
+    # it creates `iceberg` in the stack), or SQLite where none is reachable (as the metadata DB is SQLite here).
+    catalog_uri = json.loads(environment(services["airflow-scheduler"])["AIRFLOW_BT_CATALOG"])["uri"]
+    assert urlsplit(catalog_uri).hostname == "postgres"
+    catalog_db = f"airflow_bt_iceberg_{uuid.uuid4().hex[:8]}"
+    pg = postgres_unavailable_reason() is None
+    server = PG_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg2://", 1)
+    st.tr.url(catalog_uri, f"{server}/{catalog_db}" if pg else f"sqlite:///{home / 'iceberg.db'}")
+
     with moto_s3_server() as s3_url:  # in MinIO's place
         st.s3_url = s3_url
         st.tr.url(endpoints["s3"], s3_url)
@@ -173,7 +182,11 @@ def stack(tmp_path_factory) -> Iterator[LoopbackStack]:
         with service_process(argv, env, logs / "local-sagemaker.log") as sagemaker_url:
             st.sagemaker_url = sagemaker_url
             st.tr.url(endpoints["sagemaker"], sagemaker_url)
-            yield st
+            try:
+                yield st
+            finally:
+                if pg:
+                    PostgresDatabase(catalog_db).drop()  # airflow-init created it
 
 
 def test_the_stack_scores_a_day_through_minio_and_local_sagemaker(stack):
@@ -203,7 +216,8 @@ def test_the_stack_scores_a_day_through_minio_and_local_sagemaker(stack):
     assert "state=failed" not in log
     assert "deferring: the triggerer polls transform job" in log  # AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE
 
-    check_published(st.client("s3"), root, ds, rows=int(init_env["DEMO_ROWS"]))
+    manifest = check_published(st.client("s3"), root, ds, rows=int(init_env["DEMO_ROWS"]))
+    check_table(st, ds, manifest)
     (job,) = st.client("sagemaker").list_transform_jobs(NameContains="bt-churn-")["TransformJobSummaries"]
     assert job["TransformJobStatus"] == "Completed"
     # the README's way to read the result: `docker compose exec local-sagemaker airflow-bt latest ...`
@@ -241,7 +255,7 @@ def test_the_model_container_profile_is_called_over_http_by_local_sagemaker(stac
     assert s3.get_object(Bucket=bucket, Key="out/a.csv.out")["Body"].read() == b"3\n7\n"  # the rowsum answers
 
 
-def check_published(s3: Any, root: str, ds: str, rows: int) -> None:
+def check_published(s3: Any, root: str, ds: str, rows: int) -> dict[str, Any]:
     """``_LATEST.json`` -> an attempt with ``_SUCCESS``, one scored row per input row, from SageMaker."""
     bucket, _, prefix = root.removeprefix("s3://").partition("/")
 
@@ -262,10 +276,25 @@ def check_published(s3: Any, root: str, ds: str, rows: int) -> None:
     assert manifest["transform"]["backend"] == "sagemaker" and manifest["transform"]["status"] == "Completed"
     scored = 0
     for part in manifest["parts"]:
-        reader = csv.reader(io.StringIO(read(part["uri"].removeprefix(f"s3://{bucket}/")).decode()))
-        header = next(reader)
-        assert header[-1] == "churn_probability"
-        for row in reader:
-            assert 0.0 <= float(row[-1]) <= 1.0
-            scored += 1
+        table = pq.read_table(io.BytesIO(read(part["uri"].removeprefix(f"s3://{bucket}/"))))
+        assert table.column_names[-2:] == ["churn_probability", "scored_date"]
+        assert all(0.0 <= p <= 1.0 for p in table.column("churn_probability").to_pylist())
+        scored += table.num_rows
     assert scored == input_rows
+    return manifest
+
+
+def check_table(st: LoopbackStack, ds: str, manifest: dict[str, Any]) -> None:
+    """The stack's Iceberg table (the scheduler's AIRFLOW_BT_CATALOG, its S3 through aws_default) holds the
+    attempt _LATEST.json names, once (Airflow 3; the SQL catalog cannot run on 2.11, which publish says)."""
+    from airflow_bt.tables.catalog import catalog_unavailable, load_catalog
+    from airflow_bt.tables.history import day_state
+
+    properties = json.loads(st.airflow_env("airflow-scheduler")["AIRFLOW_BT_CATALOG"])
+    if catalog_unavailable(properties):
+        return
+    properties.update({"s3.endpoint": st.s3_url, "s3.access-key-id": st.dotenv["MINIO_ROOT_USER"],
+                       "s3.secret-access-key": st.dotenv["MINIO_ROOT_PASSWORD"], "s3.region": "us-east-1"})
+    state = day_state(load_catalog(properties).load_table("scoring.churn"), ds)
+    assert state["attempt_prefix"] == manifest["attempt_prefix"]
+    assert state["files"] == sorted(p["uri"] for p in manifest["parts"]) and state["rows"] == manifest["rows_out"]

@@ -32,22 +32,27 @@ IDENTIFIER = "scoring.churn"
 class Footing:
     """A data root, a catalog and (on the Glue footing) a Glue partition pointer, for one test."""
 
-    def __init__(self, tmp_path: Path, kind: str) -> None:
-        self.base = tmp_path.as_uri()
+    def __init__(self, tmp_path: Path, kind: str, s3_url: str = "") -> None:
+        self.base = tmp_path.as_uri() if kind != "glue-s3" else "s3://bucket-t"
         self.store = for_uri(self.base)
         self.kind = kind
         self.date_root = join_uri(self.base, "output/churn", f"dt={DAY}") + "/"
         self.latest_uri = join_uri(self.date_root, "_LATEST.json")
         if kind == "sql":
             self.properties = default_catalog(self.base) or {}
-        else:
+        elif kind == "glue":
             self.properties = {"type": "glue", "warehouse": f"{self.base}/warehouse", "glue.region": "us-east-1"}
+        else:  # moto's server: Glue, and S3 for the parts and the warehouse (pyarrow's S3 client reads them)
+            self.properties = {"type": "glue", "warehouse": f"{self.base}/warehouse", "glue.region": "us-east-1",
+                               "glue.endpoint": s3_url, "glue.access-key-id": "testing",
+                               "glue.secret-access-key": "testing", "s3.endpoint": s3_url, "s3.region": "us-east-1",
+                               "s3.access-key-id": "testing", "s3.secret-access-key": "testing"}
         self.catalog = load_catalog(self.properties)
         self.glue: GluePartitionPointer | None = None
-        if kind == "glue":
+        if kind != "sql":
             import boto3
 
-            client = boto3.client("glue", region_name="us-east-1")
+            client = boto3.client("glue", region_name="us-east-1", endpoint_url=s3_url or None)
             client.create_database(DatabaseInput={"Name": "hive"})
             self.glue = GluePartitionPointer(client, "hive", "churn")
         self.shards = 0
@@ -59,11 +64,10 @@ class Footing:
     def scored(self, rows: list[str], header: str = "id,x") -> tuple[dict, str]:
         """Shards of ``rows`` and their predictions (x / 10)."""
         self.shards += 1
-        folder = Path(self.base.removeprefix("file://")) / f"in-{self.shards}"
-        folder.mkdir()
-        (folder / "a.csv").write_text("\n".join([header, *rows]) + "\n")
+        folder = f"{self.base}/in-{self.shards}"
+        self.store.put_bytes(f"{folder}/a.csv", ("\n".join([header, *rows]) + "\n").encode())
         work = f"{self.base}/work/{self.shards}"
-        summary = shard_partition(self.store, folder.as_uri() + "/", f"{work}/shard/", f"{work}/m", f"{work}/s.json",
+        summary = shard_partition(self.store, folder + "/", f"{work}/shard/", f"{work}/m", f"{work}/s.json",
                                   min_shards=2)
         for shard in summary["shards"]:
             lines = self.store.read_bytes(shard["uri"]).decode().splitlines()
@@ -105,18 +109,32 @@ class Footing:
         return latest
 
 
-@pytest.fixture(params=["sql", "glue"])
-def footing(request, tmp_path):
+@pytest.fixture(params=["sql", "glue", "glue-s3"])
+def footing(request, tmp_path, monkeypatch):
+    """``sql``: SQLite catalog, files; ``glue``: moto's Glue in process, files; ``glue-s3``: moto's server for
+    Glue and S3 (the parts, the warehouse): what production runs, with pyarrow's own S3 client."""
     if request.param == "sql":
         reason = catalog_unavailable({"type": "sql"})
         if reason:
             pytest.skip(reason)
         yield Footing(tmp_path, "sql")
-    else:
+    elif request.param == "glue":
         from moto import mock_aws
 
         with mock_aws():
             yield Footing(tmp_path, "glue")
+    else:
+        import boto3
+        from sagemaker_stack import moto_s3_server
+
+        with moto_s3_server() as url:
+            import urllib.request
+
+            # one in-process moto state for every server: start this test's from nothing
+            urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST")).close()
+            monkeypatch.setenv("AWS_ENDPOINT_URL_S3", url)  # our storage layer: boto3's standard configuration
+            boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket="bucket-t")
+            yield Footing(tmp_path, "glue-s3", url)
 
 
 def day_rows(table, snapshot_id=None) -> pa.Table:
@@ -147,9 +165,9 @@ def test_each_publication_replaces_the_day_with_the_attempts_own_files_and_keeps
     assert summary["airflow_bt.job_name"] == "job-run-b-1" and summary["airflow_bt.model"] == "churn-model"
     assert current.summary.operation.value == "overwrite"
     assert table.properties["gc.enabled"] == "false"
-    # nothing was copied: the warehouse holds metadata only, every data file is an attempt's part
-    warehouse = Path(footing.base.removeprefix("file://"))
-    assert not [p for p in warehouse.rglob("*.parquet") if "/output/" not in str(p)]
+    # nothing was copied: the data root holds no Parquet file but the attempts' parts (the warehouse: metadata)
+    stored = [o.key for o in footing.store.list(footing.base + "/")]
+    assert [k for k in stored if k.endswith(".parquet") and not k.startswith("output/")] == []
 
 
 def test_a_day_is_replaced_and_other_days_are_kept(footing):
@@ -219,7 +237,7 @@ def _interleave(footing: Footing, schedule: list[int]) -> None:
 
 def test_concurrent_publishers_commit_through_the_catalogs_optimistic_concurrency(footing):
     """Four threads publish four days at once: every commit lands (lost races are retried), one per day."""
-    if footing.kind == "glue":
+    if footing.kind != "sql":
         pytest.skip("moto's Glue ignores UpdateTable's VersionId (the lock pyiceberg's Glue catalog commits with; "
                     "real Glue answers ConcurrentModificationException), so a race there loses a commit")
     days = ["2026-06-21", "2026-06-22", "2026-06-23", "2026-06-24"]
