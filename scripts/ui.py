@@ -233,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         print(login, flush=True)
         print(f"ready in {time.monotonic() - started:.1f} s (api-server, scheduler, dag-processor, triggerer; "
               f"LocalExecutor on SQLite, DAGs from {env['AIRFLOW__CORE__DAGS_FOLDER']})", flush=True)
+        print("pids    : " + ", ".join(f"{name} {proc.pid}" for name, proc in components.procs.items())
+              + " (each the leader of its session)", flush=True)
         print("nightly schedule: " + ("on" if args.schedule else "off (manual runs and backfills only; --schedule "
                                       "turns it on)"), flush=True)
         print("Ctrl-C stops them all.", flush=True)
