@@ -35,8 +35,13 @@ demo: venv
 # Airflow's UI, scheduler, dag-processor and triggerer on the demo's home (after `make demo`), without Docker;
 # binds 127.0.0.1:8080 (UI_ARGS="--port 8081", or --host), prints the URL and the login; Ctrl-C stops them all.
 UI_ARGS ?=
+ifeq ($(filter 2.%,$(AIRFLOW_VERSION)),)
 ui: venv
 	@$(VENV)/bin/python scripts/ui.py --home $(AIRFLOW_HOME_DIR) $(UI_ARGS)
+else
+ui:
+	@echo "make ui runs Airflow 3's api-server, dag-processor and SimpleAuthManager; AIRFLOW_VERSION=$(AIRFLOW_VERSION) has none of them. Use the default line: make demo && make ui" >&2; exit 2
+endif
 
 # The docker-compose stack's .env: .env.example with fresh random secrets (never overwrites a .env).
 stack-env:

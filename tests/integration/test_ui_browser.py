@@ -70,6 +70,7 @@ class UI:
     data_root: str
     proc: subprocess.Popen[str]
     lines: Lines
+    sessions: list[int]  # the components' pids, each the leader of its session
 
 
 class Lines:
@@ -137,19 +138,23 @@ def ui(tmp_path: Path, demo_root: Path, sagemaker_stack: Stack) -> Iterator[UI]:
         [sys.executable, str(REPO / "scripts" / "ui.py"), "--home", str(tmp_path / "home"), "--port", str(port),
          "--dags-folder", str(dags_folder(tmp_path)), "--data-root", f"s3://{bucket}/root"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    lines = Lines(proc)
+    lines, sessions = Lines(proc), []  # type: Lines, list[int]
     try:
         url = lines.until(r"^UI\s*: (http://\S+)", 240).group(1)
         login = lines.until(r"^login\s*: (\S+) / (\S+)", 10)
-        yield UI(url, login.group(1), login.group(2), f"s3://{bucket}/root", proc, lines)
+        pids = lines.until(r"^pids\s*:.*", 10).group(0)
+        sessions = [int(pid) for pid in re.findall(r"\b(\d+)\b", pids)]
+        yield UI(url, login.group(1), login.group(2), f"s3://{bucket}/root", proc, lines, sessions)
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # the test failed before its Ctrl-C
             os.kill(proc.pid, signal.SIGINT)
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                proc.kill()
                 proc.wait()
+        for member in session_members(sessions):
+            os.kill(int(member.split()[0]), signal.SIGKILL)
 
 
 class Steps:
@@ -191,12 +196,11 @@ def test_churn_dag_in_the_ui(ui: UI, tmp_path: Path) -> None:
     print(f"UI session: {time.monotonic() - started:.1f} s; screenshots under {tmp_path / 'screenshots'}")
 
     # Ctrl-C: the launcher stops, and with it every process of the components' sessions (workers, tasks)
-    sessions = [int(pid) for pid in re.findall(r"\b(\d+)\b", ui.lines.until(r"^pids\s*:.*", 5).group(0))]
-    assert len(sessions) == 4, sessions
+    assert len(ui.sessions) == 4, ui.lines.seen
     os.kill(ui.proc.pid, signal.SIGINT)
     assert ui.proc.wait(timeout=60) == 0, "".join(ui.lines.seen)
     ui.lines.until(r"^stopped$", 5)
-    assert session_members(sessions) == [], f"left running after Ctrl-C: {session_members(sessions)}"
+    assert session_members(ui.sessions) == [], f"left running after Ctrl-C: {session_members(ui.sessions)}"
 
 
 def session_members(sessions: list[int]) -> list[str]:
