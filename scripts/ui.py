@@ -2,7 +2,9 @@
 
 Runs on the Airflow home that `make demo` made (`.airflow/`, SQLite) with the repository's DAGs and the
 demo data, binds 127.0.0.1:8080 by default, prints the URL and the login once every component reports
-healthy, and stops every process it started (and the tasks they run) on Ctrl-C or SIGTERM.
+healthy, and stops every process it started (and the tasks they run) on Ctrl-C or SIGTERM: SIGTERM to the
+components, after 10 s SIGTERM to whatever is left of their sessions (LocalExecutor waits for running tasks
+until it is signalled again), after 30 s SIGKILL.
 
     python scripts/ui.py [--home .airflow] [--host 127.0.0.1] [--port 8080] [--dags-folder dags]
                          [--data-root file:///.../demo-data] [--schedule]
@@ -150,36 +152,43 @@ class Components:
                 return name, code
         return None
 
-    def session_members(self) -> list[int]:
-        """Every live process in the components' sessions: they, their workers and the tasks they run."""
+    def session_members(self) -> dict[int, str]:
+        """The live processes of the components' sessions (they, their workers, their tasks): pid -> command."""
         sessions = {proc.pid for proc in self.procs.values()}
-        members = []
+        members = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[3]) in sessions and fields[0] != "Z":  # fields[3]: the session id; Z: a zombie
+                    members[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                        errors="replace").strip()
             except OSError:
-                continue
-            if int(fields[3]) in sessions and fields[0] != "Z":  # fields[3]: the session id; Z: a zombie
-                members.append(int(stat.parent.name))
+                continue  # gone meanwhile
         return members
 
-    def stop(self, grace: float = 30.0) -> list[int]:
-        """SIGTERM every component, SIGKILL what is left after ``grace`` seconds; the pids that needed SIGKILL."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for proc in self.procs.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        while (left := self.session_members()) and time.monotonic() < deadline:
-            time.sleep(0.2)  # workers and task processes finishing their own shutdown
-        for pid in left:
+    def _signal_until_gone(self, pids: list[int], signum: signal.Signals, seconds: float) -> dict[int, str]:
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signum)
+        deadline = time.monotonic() + seconds
+        while (left := self.session_members()) and time.monotonic() < deadline:
+            for proc in self.procs.values():
+                proc.poll()  # reaps an exited component
+            time.sleep(0.2)
+        return left
+
+    def stop(self, first: float = 10.0, second: float = 20.0) -> tuple[dict[int, str], dict[int, str]]:
+        """Stop everything: SIGTERM the components (they stop their workers and tasks); after ``first`` seconds
+        SIGTERM every process left in their sessions (Airflow's "signal again if you don't want to wait"); after
+        ``second`` more, SIGKILL. Returns the processes that needed the second SIGTERM, and those killed."""
+        leaders = [proc.pid for proc in self.procs.values() if proc.poll() is None]
+        termed = self._signal_until_gone(leaders, signal.SIGTERM, first)
+        killed = self._signal_until_gone(list(termed), signal.SIGTERM, second) if termed else {}
+        if killed:
+            self._signal_until_gone(list(killed), signal.SIGKILL, 5)
         for proc in self.procs.values():
             proc.wait()
-        return left
+        return termed, killed
 
 
 def migrate(env: dict[str, str], home: Path) -> None:
@@ -249,8 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave orphans behind
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        killed = components.stop()
-        print(f"stopped{f' (SIGKILLed after the grace period: {killed})' if killed else ''}", flush=True)
+        termed, killed = components.stop()
+        for pid, command in termed.items():
+            print(f"  still running after 10 s, sent SIGTERM: {pid} {command}", flush=True)
+        for pid, command in killed.items():
+            print(f"  still running after 30 s, SIGKILLed: {pid} {command}", flush=True)
+        print("stopped" + (" (SIGKILL needed)" if killed else ""), flush=True)
 
 
 if __name__ == "__main__":
