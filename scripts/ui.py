@@ -68,10 +68,19 @@ def airflow_major() -> int:
     return int(version("apache-airflow").split(".")[0])
 
 
+def ui_url(args: argparse.Namespace) -> str:
+    """Where this machine reaches the UI (also the tasks' execution API)."""
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    return f"http://{f'[{host}]' if ':' in host else host}:{args.port}"
+
+
 def ui_env(args: argparse.Namespace) -> dict[str, str]:
-    """The components' environment: the demo's settings, a loopback UI, LocalExecutor, SimpleAuthManager."""
+    """The components' environment: the demo's settings, a loopback UI, LocalExecutor, SimpleAuthManager.
+
+    No ``[api] base_url``: the UI then works under whatever address a browser uses (``--host 0.0.0.0``).
+    """
     home = args.home.resolve()
-    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    url = ui_url(args)
     env = dict(os.environ)
     env.update(
         AIRFLOW_HOME=str(home),
@@ -82,7 +91,6 @@ def ui_env(args: argparse.Namespace) -> dict[str, str]:
         AIRFLOW__CORE__AUTH_MANAGER=AUTH_MANAGER,
         AIRFLOW__API__HOST=args.host,
         AIRFLOW__API__PORT=str(args.port),
-        AIRFLOW__API__BASE_URL=url,
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{url}/execution/",
         PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         PYTHONUNBUFFERED="1",
@@ -217,12 +225,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     home = args.home.resolve()
     env = ui_env(args)
-    url = env["AIRFLOW__API__BASE_URL"]
+    url = ui_url(args)
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     started = time.monotonic()
     components = Components(env, home / "ui")
     try:
+        if args.data_root.startswith("file://") and not Path(args.data_root.removeprefix("file://"), "input").is_dir():
+            print(f"note: no input under {args.data_root} yet (make demo makes the demo data): runs will wait for it",
+                  flush=True)
         print(f"== Airflow home {home}: airflow db migrate", flush=True)
         migrate(env, home)
         login = login_line(env, home)
