@@ -1,13 +1,15 @@
 """Airflow 3's UI in a real browser: what a data engineer sees of the churn DAG.
 
 `scripts/ui.py` (what `make ui` runs) starts the api-server, scheduler, dag-processor and triggerer on a
-temporary Airflow home (SQLite, LocalExecutor) with the churn DAG on the sagemaker backend: a moto S3
-server and `airflow-bt local-sagemaker` (tests/sagemaker_stack.py). Playwright drives Debian's chromium
-through the UI as a user would: log in with the printed login, open the DAG, read its docs and schedule,
-trigger a run from the form with ``instance_count`` 2, wait for it to succeed, open the transform task's
-log (records/s, two instances) and its SageMaker console link, and find the publish task's asset event.
-Each step leaves a screenshot under the test's temp dir; a failure lists them. Ctrl-C (SIGINT) then
-stops the launcher, and no process of its components is left.
+temporary Airflow home (SQLite, LocalExecutor) with the churn DAG reading and writing a moto S3 server,
+next to `airflow-bt local-sagemaker` (tests/sagemaker_stack.py). Playwright drives Debian's chromium
+through the UI as a user would: log in with the printed login, open the DAG, read its schedule and docs,
+trigger June 24 from the form with ``instance_count`` 2 (local backend) and June 23 with backend
+``sagemaker``, wait for both to succeed, read the local run's transform log (two instances, records/s:
+a SageMaker job's description has no record counts, so only the local engine logs them), find its publish
+task's asset event, and the sagemaker run's link to the job's SageMaker console page. Each step leaves a
+screenshot under the test's temp dir; a failure lists them. Ctrl-C (SIGINT) then stops the launcher, and
+no process of its components' sessions is left.
 
 Skipped, with the reason printed, on Airflow 2 and where chromium or Playwright is missing (`make test`
 installs Debian's chromium when it runs as root).
@@ -15,6 +17,7 @@ installs Debian's chromium when it runs as root).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -152,7 +155,8 @@ def ui(tmp_path: Path, demo_root: Path, sagemaker_stack: Stack) -> Iterator[UI]:
                 proc.kill()
                 proc.wait()
         for member in session_members(sessions):
-            os.kill(int(member.split()[0]), signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(member.split()[0]), signal.SIGKILL)
 
 
 class Steps:
