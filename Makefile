@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 
 export AIRFLOW_VERSION VENV AIRFLOW_HOME_DIR DS
 
-.PHONY: venv demo test lint typecheck unit bench bench-memory clean constraints stack-env
+.PHONY: venv demo ui test lint typecheck unit bench bench-memory clean constraints stack-env
 
 venv: $(VENV)/.installed
 
@@ -32,12 +32,24 @@ $(VENV)/.installed: pyproject.toml $(wildcard $(CONSTRAINTS))
 demo: venv
 	@bash scripts/demo.sh
 
+# Airflow's UI, scheduler, dag-processor and triggerer on the demo's home (after `make demo`), without Docker;
+# binds 127.0.0.1:8080 (UI_ARGS="--port 8081", or --host), prints the URL and the login; Ctrl-C stops them all.
+UI_ARGS ?=
+ifeq ($(filter 2.%,$(AIRFLOW_VERSION)),)
+ui: venv
+	@$(VENV)/bin/python scripts/ui.py --home $(AIRFLOW_HOME_DIR) $(UI_ARGS)
+else
+ui:
+	@echo "make ui runs Airflow 3's api-server, dag-processor and SimpleAuthManager; AIRFLOW_VERSION=$(AIRFLOW_VERSION) has none of them. Use the default line: make demo && make ui" >&2; exit 2
+endif
+
 # The docker-compose stack's .env: .env.example with fresh random secrets (never overwrites a .env).
 stack-env:
 	@$(PYTHON) scripts/stack_env.py
 
-# Debian's docker-compose (v1) checks docker-compose.yaml in the tests: installed when missing and apt-get
-# runs as root; otherwise that test is skipped with the reason printed.
+# Debian's docker-compose (v1) checks docker-compose.yaml in the tests, and Debian's chromium is the browser of
+# the UI test: each installed when missing and apt-get runs as root; otherwise that test is skipped with the
+# reason printed.
 .PHONY: tools
 tools:
 	@command -v docker-compose >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
@@ -46,6 +58,13 @@ tools:
 	         || { apt-get update -qq >/dev/null 2>&1 \
 	              && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null 2>&1; }; }; } \
 	    || echo "docker-compose not installed: the compose-file syntax test will be skipped"
+	@# Debian's chromium, driven by Playwright in the browser test of the UI (Playwright's own download is not used)
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
+	    && { echo "installing Debian's chromium (the browser test of Airflow's UI)"; \
+	         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+	         || { apt-get update -qq >/dev/null 2>&1 \
+	              && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }; }; } \
+	    || echo "chromium not installed: the browser test of the UI will be skipped"
 
 # The SageMaker Python SDK v2, in a cached venv of its own (its pins need not agree with Airflow's), for
 # tests/integration/test_sagemaker_sdk.py: installed here, before the tests run (skipped there if it failed).
