@@ -79,11 +79,16 @@ class GlueCatalogs:
     """A moto server serving Glue: the Iceberg table's catalog (``{type: glue}``) and the Hive table beside it."""
 
     def __init__(self, url: str, warehouse: Path) -> None:
+        import uuid
+
         self.url = url
+        # moto keeps one state for every server of the test process: this test's own database and table names
+        self.database = f"scoring_{uuid.uuid4().hex[:8]}"
+        self.identifier = f"{self.database}.churn"
         self.properties = {"type": "glue", "warehouse": f"file://{warehouse}", "glue.endpoint": url,
                            "glue.region": "us-east-1", "glue.access-key-id": "testing",
                            "glue.secret-access-key": "testing"}
-        self.client().create_database(DatabaseInput={"Name": "scoring"})
+        self.client().create_database(DatabaseInput={"Name": self.database})
 
     def client(self):
         import boto3
@@ -104,9 +109,10 @@ class GlueCatalogs:
     def hive_partition(self):
         from airflow_bt.tables.glue import GluePartitionPointer
 
-        return GluePartitionPointer(self.client(), "scoring", "churn_hive")
+        return GluePartitionPointer(self.client(), self.database, "churn_hive")
 
-
-#: What a test's copy of churn.yaml adds to publish a Glue/Hive partition beside the Iceberg table.
-GLUE_TABLE = {"database": "scoring", "table": "churn_hive"}
+    def publish_settings(self) -> dict[str, Any]:
+        """A test's copy of churn.yaml's ``publish``: the Iceberg table in this database, a Hive table beside it."""
+        return {"table": {"identifier": self.identifier}, "glue_table": {"database": self.database,
+                                                                        "table": "churn_hive"}}
 

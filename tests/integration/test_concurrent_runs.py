@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from airflow_env import BIN, airflow, airflow_env
 from data_helpers import dag_folder
-from table_checks import GLUE_TABLE, assert_pointers_agree, read_parts
+from table_checks import assert_pointers_agree, read_parts
 
 from airflow_bt.tables.catalog import catalog_unavailable
 
@@ -25,7 +25,7 @@ def test_two_runs_of_one_date_at_once_publish_two_complete_attempts(demo_root, t
     settings = glue_catalogs.env()
     if sql:  # the default catalog (SQLite under the data root); the connection still reaches Glue
         settings.pop("AIRFLOW_BT_CATALOG")
-    folder = dag_folder(tmp_path, publish={"glue_table": GLUE_TABLE})
+    folder = dag_folder(tmp_path, publish=glue_catalogs.publish_settings())
     envs = [airflow_env(home, demo_root, AIRFLOW__CORE__DAGS_FOLDER=str(folder), **settings) for home in homes]
     for env in envs:
         airflow(env, "db", "migrate")
@@ -43,6 +43,6 @@ def test_two_runs_of_one_date_at_once_publish_two_complete_attempts(demo_root, t
         assert rows == manifest["rows_out"] == manifest["rows_in"] == 3000
     latest = json.loads((date_root / "_LATEST.json").read_text())
     assert Path(latest["attempt_prefix"].removeprefix("file://").rstrip("/")) in attempts
-    state = assert_pointers_agree(demo_root, "churn", DS, "scoring.churn", glue=glue_catalogs.hive_partition(),
+    state = assert_pointers_agree(demo_root, "churn", DS, glue_catalogs.identifier, glue=glue_catalogs.hive_partition(),
                                   catalog=None if sql else glue_catalogs.properties)
     assert state is not None and state["rows"] == 3000  # one copy of the day

@@ -21,7 +21,7 @@ from airflow_env import (
     free_port,
     wait_for,
 )
-from table_checks import GLUE_TABLE, assert_pointers_agree
+from table_checks import assert_pointers_agree
 
 from airflow_bt.compat import AIRFLOW_V3
 
@@ -45,7 +45,7 @@ with DAG("churn_report", schedule=[Asset(os.environ["AIRFLOW_BT_ROOT"] + "/outpu
 '''
 
 
-def dags_folder(tmp_path: Path) -> Path:
+def dags_folder(tmp_path: Path, publish: dict) -> Path:
     """The shipped DAG file and config plus a downstream DAG.
 
     No retries; up to 3 active runs, and a 1-minute input timeout so that the one scheduled run
@@ -58,7 +58,7 @@ def dags_folder(tmp_path: Path) -> Path:
     config = (config.replace("retries: 2", "retries: 0").replace("max_active_runs: 1", "max_active_runs: 3")
               .replace("timeout_minutes: 360", "timeout_minutes: 1"))
     settings = yaml.safe_load(config)
-    settings["publish"]["glue_table"] = GLUE_TABLE  # beside the Iceberg table (a Glue catalog here: both lines)
+    settings["publish"] = publish  # the Iceberg table (a Glue catalog here: both lines) and a Hive table beside it
     (folder / "configs" / "churn.yaml").write_text(yaml.safe_dump(settings))
     (folder / "downstream.py").write_text(DOWNSTREAM)
     return folder
@@ -82,7 +82,7 @@ def test_clearing_tasks_publishes_new_attempts_and_changes_nothing_earlier(pg_da
     port = free_port()
     env = airflow_env(
         tmp_path / "home", data,
-        AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder(tmp_path)),
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder(tmp_path, glue_catalogs.publish_settings())),
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=pg_database.url,
         AIRFLOW__CORE__EXECUTOR="LocalExecutor",
         AIRFLOW__API__PORT=str(port),
@@ -114,7 +114,7 @@ def test_clearing_tasks_publishes_new_attempts_and_changes_nothing_earlier(pg_da
         wait_for(lambda: run_state() == ["success"] and len(complete_attempts(data)) == 1, "the first run",
                  services, describe=runs)
         hive = glue_catalogs.hive_partition()
-        assert_pointers_agree(data, "churn", DS, "scoring.churn", catalog=glue_catalogs.properties, glue=hive)
+        assert_pointers_agree(data, "churn", DS, glue_catalogs.identifier, catalog=glue_catalogs.properties, glue=hive)
         wait_for(lambda: pg_database.query("SELECT state FROM dag_run WHERE dag_id='churn_report'")
                  == [("success",)], "the downstream DAG scheduled on the published asset", services,
                  timeout=120, describe=runs)
@@ -133,4 +133,5 @@ def test_clearing_tasks_publishes_new_attempts_and_changes_nothing_earlier(pg_da
             newest = [a for a in complete_attempts(data) if f"output/churn/dt={DS}/{a}/_SUCCESS" not in before]
             assert len(newest) == 1 and latest["attempt_prefix"].rstrip("/").endswith(newest[0])
             # the table's day and the Hive partition moved with _LATEST.json: one copy of the day, the newest
-            assert_pointers_agree(data, "churn", DS, "scoring.churn", catalog=glue_catalogs.properties, glue=hive)
+            assert_pointers_agree(data, "churn", DS, glue_catalogs.identifier, catalog=glue_catalogs.properties,
+                                  glue=hive)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,14 +27,20 @@ from airflow_bt.tables.iceberg import PARTITION_COLUMN, IcebergTablePointer, Tab
 from airflow_bt.tables.sync import follow_latest
 
 DAY = "2026-06-24"
-IDENTIFIER = "scoring.churn"
 
 
 class Footing:
     """A data root, a catalog and (on the Glue footing) a Glue partition pointer, for one test."""
 
     def __init__(self, tmp_path: Path, kind: str, s3_url: str = "") -> None:
-        self.base = tmp_path.as_uri() if kind != "glue-s3" else "s3://bucket-t"
+        # moto keeps one state for every server of the process: names of this test's own
+        token = uuid.uuid4().hex[:8]
+        self.identifier = f"scoring_{token}.churn"
+        self.base = tmp_path.as_uri() if kind != "glue-s3" else f"s3://bucket-{token}"
+        if kind == "glue-s3":
+            import boto3
+
+            boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1").create_bucket(Bucket=f"bucket-{token}")
         self.store = for_uri(self.base)
         self.kind = kind
         self.date_root = join_uri(self.base, "output/churn", f"dt={DAY}") + "/"
@@ -53,12 +60,12 @@ class Footing:
             import boto3
 
             client = boto3.client("glue", region_name="us-east-1", endpoint_url=s3_url or None)
-            client.create_database(DatabaseInput={"Name": "hive"})
-            self.glue = GluePartitionPointer(client, "hive", "churn")
+            client.create_database(DatabaseInput={"Name": f"hive_{token}"})
+            self.glue = GluePartitionPointer(client, f"hive_{token}", "churn")
         self.shards = 0
 
     def pointers(self) -> list:
-        table = IcebergTablePointer(self.catalog, IDENTIFIER)
+        table = IcebergTablePointer(self.catalog, self.identifier)
         return [table, self.glue] if self.glue is not None else [table]
 
     def scored(self, rows: list[str], header: str = "id,x") -> tuple[dict, str]:
@@ -90,7 +97,7 @@ class Footing:
         return follow_latest(self.store, self.latest_uri, DAY, self.pointers())
 
     def table(self):
-        return self.catalog.load_table(IDENTIFIER)
+        return self.catalog.load_table(self.identifier)
 
     def latest(self) -> str:
         return json.loads(self.store.read_bytes(self.latest_uri))["attempt_prefix"]
@@ -101,7 +108,7 @@ class Footing:
         latest = self.latest()
         manifest = json.loads(self.store.read_bytes(join_uri(latest, "_manifest.json")))
         state = day_state(self.table(), DAY)
-        assert IcebergTablePointer(self.catalog, IDENTIFIER).current(DAY) == latest
+        assert IcebergTablePointer(self.catalog, self.identifier).current(DAY) == latest
         assert state["files"] == sorted(part["uri"] for part in manifest["parts"])
         assert state["rows"] == manifest["rows_out"]
         if self.glue is not None:
@@ -124,17 +131,12 @@ def footing(request, tmp_path, monkeypatch):
         with mock_aws():
             yield Footing(tmp_path, "glue")
     else:
-        import boto3
         from sagemaker_stack import moto_s3_server
 
         with moto_s3_server() as url:
-            import urllib.request
-
-            # one in-process moto state for every server: start this test's from nothing
-            urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST")).close()
             monkeypatch.setenv("AWS_ENDPOINT_URL_S3", url)  # our storage layer: boto3's standard configuration
-            boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket="bucket-t")
-            yield Footing(tmp_path, "glue-s3", url)
+            footing = Footing(tmp_path, "glue-s3", url)
+            yield footing
 
 
 def day_rows(table, snapshot_id=None) -> pa.Table:
@@ -254,7 +256,7 @@ def test_concurrent_publishers_commit_through_the_catalogs_optimistic_concurrenc
                             partition_column=(PARTITION_COLUMN, dt.date.fromisoformat(day)))
             barrier.wait()
             follow_latest(footing.store, join_uri(date_root, "_LATEST.json"), day,
-                          [IcebergTablePointer(load_catalog(footing.properties), IDENTIFIER)])
+                          [IcebergTablePointer(load_catalog(footing.properties), footing.identifier)])
         except Exception as exc:  # surfaced below
             errors.append(exc)
 
@@ -287,7 +289,7 @@ def test_csv_parts_or_a_missing_partition_column_cannot_be_registered(footing):
     manifest = publish_attempt(footing.store, summary, predictions, join_uri(footing.date_root, "run-a-1") + "/",
                                footing.latest_uri, prediction_columns=["p"], output_format="parquet")
     with pytest.raises(TableCommitError, match="has no scored_date column"):
-        IcebergTablePointer(footing.catalog, IDENTIFIER).move(DAY, manifest["attempt_prefix"], manifest,
+        IcebergTablePointer(footing.catalog, footing.identifier).move(DAY, manifest["attempt_prefix"], manifest,
                                                               expected=None)
     with pytest.raises(ValueError, match=r"publish\.table registers Parquet parts"):
         publish_attempt(footing.store, summary, predictions, join_uri(footing.date_root, "run-b-1") + "/",
