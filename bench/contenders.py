@@ -60,7 +60,7 @@ def _logger(verbose: bool) -> logging.Logger:
 
 def run_pipeline(data: Dataset, out: Path, *, verbose: bool = False, instance_count: int | None = None,
                  max_concurrent_transforms: int | None = None, parquet: bool = False,
-                 publish_rounds: int = 0) -> dict[str, Any]:
+                 publish_rounds: int = 0, table_rounds: int = 0) -> dict[str, Any]:
     """Shard, transform and publish one day as the nightly DAG's three tasks do.
 
     ``parquet``: from the day's Parquet copy, every column but ``customer_id`` sent to the model (as
@@ -69,6 +69,8 @@ def run_pipeline(data: Dataset, out: Path, *, verbose: bool = False, instance_co
     attempts, alternately without statistics (the publish step before prediction checks) and with the churn
     DAG's ``postprocess.checks``; their times are reported apart (``publish_plain_s``, ``publish_checked_s``),
     outside ``wall_s``.
+    ``table_rounds``: then publish ``2 x table_rounds`` more times, alternately without and with the Iceberg
+    table commit (see :func:`_table_rounds`); reported apart too, outside ``wall_s``.
     """
     from airflow_bt.steps.layout import RunLayout
     from airflow_bt.steps.publish import publish_attempt
@@ -135,6 +137,10 @@ def run_pipeline(data: Dataset, out: Path, *, verbose: bool = False, instance_co
                         layout.latest_uri, prediction_columns=settings["prediction_columns"], logger=log,
                         checks=settings["checks"] if checked else None, statistics=checked, **publish_options)
         rounds["publish_checked_s" if checked else "publish_plain_s"].append(time.perf_counter() - began)
+    table: dict[str, Any] = {}
+    if table_rounds:
+        table = _table_rounds(store, summary, layout, root, settings, table_rounds,
+                              first_attempt=2 + 2 * publish_rounds, log=log)
     stats = job.get("LocalEngineStats", {})
     result: dict[str, Any] = {
         "wall_s": published - started,
@@ -149,11 +155,70 @@ def run_pipeline(data: Dataset, out: Path, *, verbose: bool = False, instance_co
     }
     if publish_rounds:
         result.update(rounds)
+    result.update(table)
     if parquet:
         result["columns_sent"] = shard_options["columns"]
         result["shard_content_type"] = summary["content_type"]
         result["output_format"] = "parquet"
     return result
+
+
+def _table_rounds(store: Any, summary: dict[str, Any], layout: Any, root: str, settings: dict[str, Any],
+                  rounds: int, *, first_attempt: int, log: logging.Logger) -> dict[str, Any]:
+    """Publish the same predictions ``2 x rounds`` times into new attempts of the day, alternately without and
+    with the Iceberg table commit, as the churn DAG's publish task does it with and without ``publish.table``.
+
+    Both arms write typed Parquet parts (``output_format="parquet"``, also for CSV input) with the churn DAG's
+    ``postprocess.checks``. The table arm adds the ``scored_date`` partition column to the parts
+    (``partition_column``) and then runs :func:`~airflow_bt.tables.sync.follow_latest` with an
+    :class:`~airflow_bt.tables.iceberg.IcebergTablePointer` on the embedded default catalog (SQLite SQL catalog
+    under this run's output root, loaded in every round as the task loads it): one commit that replaces the
+    day's partition with the attempt's parts. Before the timed rounds, one publication with the commit creates
+    the table (and imports pyiceberg and SQLAlchemy): timed apart (``publish_table_create_s``), not in the
+    medians. ``publish_table_s`` is the whole table arm (publish + commit), ``table_commit_s`` its commit alone.
+    Where the SQL catalog cannot run (SQLAlchemy 1.4, Airflow 2.11), returns ``table_skipped``: the reason.
+    """
+    import datetime as dt
+
+    from airflow_bt.steps.publish import publish_attempt
+    from airflow_bt.tables.catalog import catalog_unavailable, default_catalog, load_catalog
+    from airflow_bt.tables.iceberg import PARTITION_COLUMN, IcebergTablePointer
+    from airflow_bt.tables.sync import follow_latest
+
+    properties = default_catalog(root)
+    assert properties is not None  # a file:// root
+    reason = catalog_unavailable(properties)
+    if reason:
+        return {"table_skipped": reason}
+    day = dt.date.fromisoformat(DS)
+    identifier = "scoring.churn"
+
+    def publish(attempt: int, with_table: bool) -> tuple[float, float]:
+        began = time.perf_counter()
+        publish_attempt(store, summary, layout.step_prefix("transform", 1), layout.attempt_prefix(attempt),
+                        layout.latest_uri, prediction_columns=settings["prediction_columns"], logger=log,
+                        checks=settings["checks"], output_format="parquet",
+                        partition_column=(PARTITION_COLUMN, day) if with_table else None)
+        published = time.perf_counter()
+        if with_table:
+            pointer = IcebergTablePointer(load_catalog(properties), identifier)
+            named = follow_latest(store, layout.latest_uri, DS, [pointer], logger=log)
+            if named[pointer.name] != layout.attempt_prefix(attempt):
+                raise RuntimeError(f"{identifier} names {named[pointer.name]} for {DS}, not attempt {attempt}")
+        return time.perf_counter() - began, time.perf_counter() - published
+
+    create_s, create_commit_s = publish(first_attempt, True)
+    out: dict[str, Any] = {"publish_table_create_s": create_s, "table_create_commit_s": create_commit_s,
+                           "publish_table_plain_s": [], "publish_table_s": [], "table_commit_s": []}
+    for attempt in range(first_attempt + 1, first_attempt + 1 + 2 * rounds):
+        with_table = attempt % 2 == first_attempt % 2  # plain first, then with the table, alternately
+        seconds, commit = publish(attempt, with_table)
+        if with_table:
+            out["publish_table_s"].append(seconds)
+            out["table_commit_s"].append(commit)
+        else:
+            out["publish_table_plain_s"].append(seconds)
+    return out
 
 
 def parquet_model_columns(data: Dataset) -> list[str]:
@@ -295,13 +360,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="pipeline: MaxConcurrentTransforms (default: config)")
     parser.add_argument("--publish-rounds", type=int, default=0,
                         help="pipeline: publish again N times without and N times with prediction checks")
+    parser.add_argument("--table-rounds", type=int, default=0,
+                        help="pipeline: then publish (Parquet) N times without and N times with the Iceberg table "
+                             "commit, after one untimed-in-the-medians publication that creates the table")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     data = parquet_dataset(args.rows) if args.contender.endswith("_parquet") else dataset(args.rows)
     if args.contender in ("pipeline", "pipeline_parquet"):
         result = run_pipeline(data, args.out, verbose=args.verbose, instance_count=args.instances,
                               max_concurrent_transforms=args.concurrency,
-                              parquet=args.contender == "pipeline_parquet", publish_rounds=args.publish_rounds)
+                              parquet=args.contender == "pipeline_parquet", publish_rounds=args.publish_rounds,
+                              table_rounds=args.table_rounds)
     elif args.contender in ("naive", "naive_parquet"):
         result = run_naive(data, args.out, parquet=args.contender == "naive_parquet")
     elif args.contender in ("floor", "floor_parquet"):

@@ -68,9 +68,14 @@ TARGETS = {  # ratio: (comparison, bound)
     "parquet_pipeline_rss_4m_vs_1m": ("<=", 1.10),
     "publish_checks_vs_plain_time": ("<=", 1.15),
     "parquet_publish_checks_vs_plain_time": ("<=", 1.15),
+    "publish_table_vs_plain_time": ("<=", 1.3),
+    "parquet_publish_table_vs_plain_time": ("<=", 1.3),
 }
 #: Extra publishes per pipeline run, without statistics and with the churn DAG's prediction checks, alternately.
 PUBLISH_ROUNDS = 2
+#: Then publishes (typed Parquet, with the churn DAG's checks) without and with the Iceberg table commit, alternately,
+#: after one that creates the table (timed apart, not in the medians).
+TABLE_ROUNDS = 2
 SCALING_RATIOS = ("pipeline_rss_4m_vs_1m", "parquet_pipeline_rss_4m_vs_1m")  # in results["memory_scaling"]
 RSS_METHOD = ("sum over the process tree of each process's own peak RSS (VmHWM sampled every 50 ms, and "
               "ru_maxrss from wait4): an upper bound of the tree's memory at any one moment")
@@ -116,8 +121,10 @@ def _summarise(rows: int, runs: list[Measurement]) -> dict[str, Any]:
     phases: list[dict[str, float]] = [m.result["phases"] for m in runs if m.result and m.result.get("phases")]
     if phases:
         summary["phases_s"] = {k: round(statistics.median(p[k] for p in phases), 3) for k in phases[0]}
-    for key in ("publish_plain_s", "publish_checked_s"):  # every run's extra publishes (--publish-rounds)
-        values = [v for m in runs if m.result for v in m.result.get(key, [])]
+    for key in ("publish_plain_s", "publish_checked_s",  # every run's extra publishes (--publish-rounds)
+                "publish_table_plain_s", "publish_table_s", "table_commit_s",  # and --table-rounds
+                "publish_table_create_s", "table_create_commit_s"):
+        values = [v for m in runs if m.result for v in _as_list(m.result.get(key, []))]
         if values:
             summary[key] = [round(v, 3) for v in values]
     last = runs[-1]
@@ -126,6 +133,10 @@ def _summarise(rows: int, runs: list[Measurement]) -> dict[str, Any]:
         summary.update({k: v for k, v in last.result.items()
                         if k not in ("wall_s", "phases", "output", "rows", "vmhwm_kb") and k not in summary})
     return summary
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
 
 
 def _progress(label: str, m: Measurement) -> None:
@@ -269,6 +280,11 @@ def _shard_count(data: Dataset) -> int:
     return max(1, min(max(settings["instance_count"], count), settings["max_shards"]))
 
 
+def _publish_rounds() -> tuple[str, ...]:
+    """The pipelines' extra publishes: without/with checks, then without/with the table commit."""
+    return ("--publish-rounds", str(PUBLISH_ROUNDS), "--table-rounds", str(TABLE_ROUNDS))
+
+
 def run_all(rows: int, repeats: int, *, with_airflow: bool, with_variants: bool = True, csv: bool = True,
             parquet: bool = True) -> dict[str, Any]:
     """The contenders at ``rows`` rows: the CSV path (``csv``: pipeline, naive, floor, then shard vs
@@ -286,14 +302,13 @@ def run_all(rows: int, repeats: int, *, with_airflow: bool, with_variants: bool 
     plan: dict[str, Any] = {}
     if csv:
         plan.update({
-            "pipeline": lambda run: _python_contender("pipeline", rows, run, "--publish-rounds",
-                                                      str(PUBLISH_ROUNDS)),
+            "pipeline": lambda run: _python_contender("pipeline", rows, run, *_publish_rounds()),
             "naive": lambda run: _python_contender("naive", rows, run),
             "floor": lambda run: _python_contender("floor", rows, run),
         })
     if parquet:
         plan.update({name: (lambda run, name=name: _python_contender(
-            name, rows, run, *(("--publish-rounds", str(PUBLISH_ROUNDS)) if name == "pipeline_parquet" else ())))
+            name, rows, run, *(_publish_rounds() if name == "pipeline_parquet" else ())))
             for name in PARQUET_CONTENDERS})
     measured = _round_robin(plan, repeats)
     if csv and with_variants:
@@ -339,6 +354,10 @@ def run_all(rows: int, repeats: int, *, with_airflow: bool, with_variants: bool 
               f"(tasks: {', '.join(f'{k} {v:.2f}' for k, v in airflow['tasks_s'].items())})", flush=True)
     results["load_average"] = {"before": load_before, "after": load_average()}
     results["ratios"] = _ratios(results, csv=csv, parquet=parquet)
+    for name in ("pipeline", "pipeline_parquet"):
+        if results.get(name, {}).get("table_skipped"):
+            print(f"  {name}: the publish with the Iceberg table commit was not measured: "
+                  f"{results[name]['table_skipped']}", flush=True)
     return results
 
 
@@ -364,7 +383,23 @@ def _ratios(results: dict[str, Any], *, csv: bool, parquet: bool) -> dict[str, f
         if r.get("publish_plain_s") and r.get("publish_checked_s"):
             ratios[f"{prefix}publish_checks_vs_plain_time"] = _ratio(statistics.median(r["publish_checked_s"]),
                                                                      statistics.median(r["publish_plain_s"]))
+        if r.get("publish_table_plain_s") and r.get("publish_table_s"):
+            ratios[f"{prefix}publish_table_vs_plain_time"] = _ratio(statistics.median(r["publish_table_s"]),
+                                                                    statistics.median(r["publish_table_plain_s"]))
     return ratios
+
+
+def _table_detail(results: dict[str, Any], ratio: str) -> str:
+    """What a ``*publish_table_vs_plain_time`` ratio is made of: the medians with and without, the commit alone,
+    and the table's creation (its first publication, not in the medians)."""
+    r = results.get("pipeline_parquet" if ratio.startswith("parquet_") else "pipeline", {})
+    if not r.get("publish_table_s"):
+        return ""
+    med = statistics.median
+    return (f"{med(r['publish_table_s']):.2f} s with the commit vs {med(r['publish_table_plain_s']):.2f} s without, "
+            f"medians of {len(r['publish_table_s'])}; the commit alone {med(r['table_commit_s']):.2f} s; "
+            f"creating the table (first publication, not in the medians) {med(r['publish_table_create_s']):.2f} s, "
+            f"of which the commit {med(r['table_create_commit_s']):.2f} s")
 
 
 def _row(name: str, r: dict[str, Any]) -> str:
@@ -392,6 +427,11 @@ def print_report(results: dict[str, Any]) -> None:
     for name, value in results["ratios"].items():
         op, bound = TARGETS[name]
         print(f"{name}: {value:.2f}  (target {op} {bound}: {'met' if _met(name, value) else 'NOT met'})")
+        if "publish_table" in name:
+            print(f"  {_table_detail(results, name)}")
+    for name in ("pipeline", "pipeline_parquet"):
+        if results.get(name, {}).get("table_skipped"):
+            print(f"{name}: publish with the Iceberg table commit not measured: {results[name]['table_skipped']}")
     if "airflow" in results:
         print(f"airflow_overhead_s: {results['airflow']['overhead_s']:.2f}")
     for name in SCALING_RATIOS:
@@ -445,6 +485,12 @@ def markdown_table(results: dict[str, Any]) -> str:
             value = results["memory_scaling"][name]
             mark = "✅" if _met(name, value) else "❌"
             lines.append(f"| {name} | {value:.2f} | <= {TARGETS[name][1]} {mark} |")
+    details = [f"{name}: {_table_detail(results, name)}." for name in ratios if "publish_table" in name]
+    skipped = [f"{name}: the Iceberg table commit was not measured: {results[name]['table_skipped']}."
+               for name in ("pipeline", "pipeline_parquet") if results.get(name, {}).get("table_skipped")]
+    if details or skipped:
+        lines.append("")
+        lines.extend(details + skipped)
     m = results.get("machine", {})
     la = results.get("load_average", {}).get("before")
     lines.append("")
