@@ -19,6 +19,8 @@ Points:
 - ``publish.after_part`` -- a published part is committed, the step goes on
 - ``publish.before_success`` -- the parts and ``_manifest.json`` are written, ``_SUCCESS`` is not
 - ``publish.before_latest`` -- ``_SUCCESS`` is written, ``_LATEST.json`` still points at the old attempt
+- ``publish.before_tables`` -- ``_LATEST.json`` names the attempt, the table(s) do not yet (``publish.table``)
+- ``publish.after_tables`` -- the table(s) name the attempt too, the task has not returned
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from typing import Any
 
 from airflow_env import BIN
 
+WAREHOUSE_BUCKET = "iceberg-warehouse"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
@@ -31,6 +32,8 @@ class Stack:
     sagemaker_url: str
     service_log: Path
     service_pid: int
+    #: where the DAG runs' Iceberg catalog lives (SQLite), its warehouse in the bucket WAREHOUSE_BUCKET
+    catalog_dir: Path | None = None
 
     @property
     def logs_url(self) -> str:
@@ -57,8 +60,14 @@ class Stack:
         })
 
     def airflow_env(self) -> dict[str, str]:
-        """What Airflow needs: the connection (no endpoint environment variables)."""
-        return {**CREDENTIALS, "AIRFLOW_CONN_AWS_DEFAULT": self.airflow_connection()}
+        """What Airflow needs: the connection (no endpoint environment variables), and the catalog of the
+        shipped DAGs' ``publish.table`` for an s3:// root (a SQL catalog on SQLite, its warehouse on this S3: the
+        connection gives the S3 endpoint and keys, as in the docker-compose stack)."""
+        env = {**CREDENTIALS, "AIRFLOW_CONN_AWS_DEFAULT": self.airflow_connection()}
+        if self.catalog_dir is not None:
+            env["AIRFLOW_BT_CATALOG"] = json.dumps({"type": "sql", "uri": f"sqlite:///{self.catalog_dir}/catalog.db",
+                                                    "warehouse": f"s3://{WAREHOUSE_BUCKET}/warehouse"})
+        return env
 
     def client(self, service: str) -> Any:
         import boto3

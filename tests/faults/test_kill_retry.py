@@ -40,6 +40,8 @@ import shutil
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from airflow_env import (
     REPO,
@@ -51,6 +53,7 @@ from airflow_env import (
     trigger_dag_runs,
     wait_for,
 )
+from table_checks import assert_pointers_agree
 
 from airflow_bt.compat import AIRFLOW_V3
 from airflow_bt.faults import FAILPOINT_DIR_ENV, FAILPOINTS_ENV
@@ -71,6 +74,8 @@ POINTS = {
     "publish.after_part": "2026-06-06",
     "publish.before_success": "2026-06-07",
     "publish.before_latest": "2026-06-08",
+    "publish.before_tables": "2026-06-09",
+    "publish.after_tables": "2026-06-10",
 }
 #: kills in the rerun of BASE: a shard kill, then two kills of the same publish task (retries: 2)
 BASE_POINTS = ("shard.after_shard", "publish.before_success", "publish.before_latest")
@@ -115,9 +120,10 @@ def dags_folder(tmp_path: Path, input_bytes: int) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, int]]:
-    """Every object under the data root (temp files included) with its sha256 and mtime."""
+    """Every object under the data root (temp files included) with its sha256 and mtime; the Iceberg catalog
+    (``catalog/``: its database and metadata, which each commit adds to) is the table's, not an attempt's."""
     return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file()}
+            for p in sorted(root.rglob("*")) if p.is_file() and p.relative_to(root).parts[0] != "catalog"}
 
 
 def input_rows(data: Path, ds: str) -> tuple[str, list[str]]:
@@ -136,39 +142,41 @@ def latest_attempt(data: Path, ds: str) -> Path | None:
     return Path(file_path(json.loads(pointer.read_text())["attempt_prefix"]))
 
 
-def published(data: Path, ds: str) -> tuple[dict, str, list[str]]:
-    """Follow ``_LATEST.json`` -> ``_manifest.json`` -> parts: (manifest, header, data rows)."""
+def published(data: Path, ds: str) -> tuple[dict, list[str], pa.Table]:
+    """Follow ``_LATEST.json`` -> ``_manifest.json`` -> parts: (manifest, column names, rows)."""
     pointer = json.loads((data / "output/churn" / f"dt={ds}" / "_LATEST.json").read_text())
     attempt = Path(file_path(pointer["attempt_prefix"]))
     assert (attempt / "_SUCCESS").exists(), f"_LATEST.json of {ds} points at {attempt}, which has no _SUCCESS"
     manifest = json.loads(Path(file_path(pointer["manifest"])).read_text())
     assert Path(file_path(manifest["attempt_prefix"])) == attempt
-    header, rows = "", []
+    tables = []
     for part in manifest["parts"]:
         path = Path(file_path(part["uri"]))
         assert path.parent == attempt, f"{path} is not in the published attempt {attempt}"
-        lines = path.read_text().splitlines()
-        assert len(lines) - 1 == part["rows"], path
-        header = lines[0]
-        rows += lines[1:]
-    return manifest, header, rows
+        tables.append(pq.read_table(path))  # typed Parquet (dags/configs/churn.yaml)
+        assert tables[-1].num_rows == part["rows"], path
+    rows = pa.concat_tables(tables)
+    return manifest, rows.column_names, rows
 
 
-def check_publication(data: Path, ds: str, baseline_rows: list[str] | None) -> tuple[dict, list[str]]:
-    """Exactly one prediction per input row, in order (and the baseline's predictions for the same rows)."""
-    manifest, header, rows = published(data, ds)
+def check_publication(data: Path, ds: str, baseline: pa.Table | None) -> tuple[dict, pa.Table]:
+    """Exactly one prediction per input row, in order (and the baseline's predictions for the same rows); the
+    table's day (Airflow 3's SQLite catalog) holds the same attempt as _LATEST.json."""
+    manifest, names, rows = published(data, ds)
     in_header, in_rows = input_rows(data, ds)
-    assert header == f"{in_header},churn_probability"
-    assert manifest["rows_in"] == manifest["rows_out"] == len(rows) == len(in_rows) == 3000
+    assert names == [*in_header.split(","), "churn_probability", "scored_date"]
+    assert manifest["rows_in"] == manifest["rows_out"] == rows.num_rows == len(in_rows) == 3000
     assert len(manifest["parts"]) == SHARDS
-    assert [row.rsplit(",", 1)[0] for row in rows] == in_rows
-    assert all(0.0 <= float(row.rsplit(",", 1)[1]) <= 1.0 for row in rows)
-    if baseline_rows is not None:
-        assert rows == baseline_rows, f"{ds}: the published predictions differ from the baseline's"
+    assert rows.column("customer_id").to_pylist() == [row.split(",", 1)[0] for row in in_rows]
+    assert all(0.0 <= p <= 1.0 for p in rows.column("churn_probability").to_pylist())
+    if baseline is not None:
+        assert rows.drop_columns(["scored_date"]).equals(baseline.drop_columns(["scored_date"])), \
+            f"{ds}: the published predictions differ from the baseline's"
     # ... and the predictions were made from the very shards that were joined (one run slug folder)
     run_folder = Path(file_path(manifest["shards"])).parent
     assert {folder.parent.parent for folder in used_folders(manifest) if folder.parent.name == "transform"} \
         == {run_folder}, f"{ds}: predictions of other shards were joined: {manifest['predictions']}"
+    assert_pointers_agree(data, "churn", ds, "scoring.churn")
     return manifest, rows
 
 
@@ -227,6 +235,9 @@ EXPECTED_LEFTOVERS = {
     "publish.after_part": [("attempt", 1, False, False)],
     "publish.before_success": [("attempt", SHARDS, True, False)],
     "publish.before_latest": [("attempt", SHARDS, True, True)],  # complete, but _LATEST.json never pointed here
+    # complete and named by _LATEST.json (and, after the commit, by the table's day) until the retry's attempt
+    "publish.before_tables": [("attempt", SHARDS, True, True)],
+    "publish.after_tables": [("attempt", SHARDS, True, True)],
 }
 
 #: Shards whose predictions the transform retry takes from the killed try instead of scoring them again.

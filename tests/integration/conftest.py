@@ -32,11 +32,13 @@ def airflow_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sagemaker_stack(tmp_path_factory):
     """A moto S3 server and `airflow-bt local-sagemaker` (see tests/sagemaker_stack.py), for the session."""
-    from sagemaker_stack import Stack, local_sagemaker, moto_s3_server
+    from sagemaker_stack import WAREHOUSE_BUCKET, Stack, local_sagemaker, moto_s3_server
 
     log = tmp_path_factory.mktemp("local-sagemaker") / "service.log"
     with moto_s3_server() as s3_url, local_sagemaker(s3_url, log) as (sagemaker_url, pid):
-        yield Stack(s3_url, sagemaker_url, log, pid)
+        stack = Stack(s3_url, sagemaker_url, log, pid, catalog_dir=tmp_path_factory.mktemp("catalog"))
+        stack.client("s3").create_bucket(Bucket=WAREHOUSE_BUCKET)
+        yield stack
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ job's FailureReason.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import shutil
@@ -19,6 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 from airflow_env import BIN, REPO, airflow, airflow_env
 from data_helpers import corrupt_tenure
@@ -73,7 +73,7 @@ def conf(backend: str) -> list[str]:
     return ["-c", json.dumps({"backend": backend})]
 
 
-def latest_rows(stack: Stack, bucket: str) -> tuple[dict[str, Any], list[list[str]]]:
+def latest_rows(stack: Stack, bucket: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The manifest and the rows of the attempt the date's _LATEST.json points to."""
     s3 = stack.client("s3")
 
@@ -83,11 +83,9 @@ def latest_rows(stack: Stack, bucket: str) -> tuple[dict[str, Any], list[list[st
     latest = json.loads(read(f"root/output/churn/dt={DS}/_LATEST.json"))
     prefix = latest["attempt_prefix"].removeprefix(f"s3://{bucket}/")
     manifest = json.loads(read(prefix + "_manifest.json"))
-    rows: list[list[str]] = []
-    for part in manifest["parts"]:
-        reader = csv.reader(io.StringIO(read(part["uri"].removeprefix(f"s3://{bucket}/")).decode()))
-        next(reader)
-        rows.extend(reader)
+    rows: list[dict[str, Any]] = []
+    for part in manifest["parts"]:  # typed Parquet (dags/configs/churn.yaml)
+        rows.extend(pq.read_table(io.BytesIO(read(part["uri"].removeprefix(f"s3://{bucket}/")))).to_pylist())
     return manifest, rows
 
 
