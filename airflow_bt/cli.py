@@ -204,24 +204,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airflow-bt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    runs = sub.add_parser("runs", help="list the published attempts of a date")
-    runs.add_argument("output_root", help="the model's output root, e.g. file:///data/output/churn")
-    runs.add_argument("--ds", required=True, help="the scored date, YYYY-MM-DD")
+    def date_command(name: str, help_text: str, func: Any) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text)
+        command.add_argument("output_root", help="the model's output root, e.g. file:///data/output/churn")
+        command.add_argument("--ds", required=True, help="the scored date, YYYY-MM-DD")
+        command.set_defaults(func=func)
+        return command
+
+    runs = date_command("runs", "list the published attempts of a date", _cmd_runs)
     runs.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _table_arguments(runs, required=False)
-    runs.set_defaults(func=_cmd_runs)
-
-    table = sub.add_parser("table", help="what an Iceberg table holds for a date: snapshot, rows, attempt")
-    table.add_argument("output_root", help="the model's output root, e.g. file:///data/output/churn")
-    table.add_argument("--ds", required=True, help="the scored date, YYYY-MM-DD")
+    table = date_command("table", "what an Iceberg table holds for a date: snapshot, rows, attempt", _cmd_table)
     table.add_argument("--json", action="store_true", help="print JSON")
     _table_arguments(table, required=True)
-    table.set_defaults(func=_cmd_table)
-
-    latest = sub.add_parser("latest", help="summarise the attempt a date's _LATEST.json points to")
-    latest.add_argument("output_root", help="the model's output root, e.g. file:///data/output/churn")
-    latest.add_argument("--ds", required=True, help="the scored date, YYYY-MM-DD")
-    latest.set_defaults(func=_cmd_latest)
+    date_command("latest", "summarise the attempt a date's _LATEST.json points to", _cmd_latest)
 
     gc = sub.add_parser(
         "gc", help="delete old scratch (work/) run folders of published days; a dry run unless --apply",
