@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from airflow_env import (
@@ -153,7 +154,7 @@ def published(data: Path, ds: str) -> tuple[dict, list[str], pa.Table]:
     for part in manifest["parts"]:
         path = Path(file_path(part["uri"]))
         assert path.parent == attempt, f"{path} is not in the published attempt {attempt}"
-        tables.append(pq.read_table(path))  # typed Parquet (dags/configs/churn.yaml)
+        tables.append(pq.read_table(path) if path.suffix == ".parquet" else pacsv.read_csv(path))
         assert tables[-1].num_rows == part["rows"], path
     rows = pa.concat_tables(tables)
     return manifest, rows.column_names, rows
@@ -433,7 +434,8 @@ def test_publish_refuses_predictions_made_from_another_shard_attempt(fault_sourc
     ).execute(context(1))
     publish(shards_a, transform_a, 1)  # consistent: the truth for every row
     _, _, rows = published(data, BASE)
-    truth = dict(row.rsplit(",", 1) for row in rows)
+    truth = dict(zip(rows.column("customer_id").to_pylist(), rows.column("churn_probability").to_pylist(),
+                     strict=True))
 
     first = sorted((data / "input/churn" / f"dt={BASE}").glob("*.csv"))[0]
     lines = first.read_text().splitlines(keepends=True)
@@ -445,4 +447,6 @@ def test_publish_refuses_predictions_made_from_another_shard_attempt(fault_sourc
                                                r"the shard task's latest output is .*shard-2\.json"):
         publish(shards_b, transform_a, 2)
     _, _, rows = published(data, BASE)  # still the first publication, every row with its own prediction
-    assert all(truth[row.rsplit(",", 1)[0]] == row.rsplit(",", 1)[1] for row in rows)
+    assert rows.num_rows == len(truth) and all(
+        truth[customer] == probability for customer, probability in
+        zip(rows.column("customer_id").to_pylist(), rows.column("churn_probability").to_pylist(), strict=True))
