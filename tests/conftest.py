@@ -39,3 +39,14 @@ def s3_bucket():
 
         boto3.client("s3").create_bucket(Bucket="bucket-a")
         yield "s3://bucket-a"
+
+
+@pytest.fixture
+def glue_catalogs(tmp_path):
+    """Glue (moto) for the Iceberg catalog and the Hive partitions: on both Airflow lines (the SQL catalog
+    needs Airflow 3)."""
+    from sagemaker_stack import moto_s3_server
+    from table_checks import GlueCatalogs
+
+    with moto_s3_server() as url:
+        yield GlueCatalogs(url, tmp_path / "warehouse")

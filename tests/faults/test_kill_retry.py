@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from airflow_env import (
     REPO,
     AirflowServices,
@@ -54,7 +55,7 @@ from airflow_env import (
     trigger_dag_runs,
     wait_for,
 )
-from table_checks import assert_pointers_agree
+from table_checks import GlueCatalogs, assert_pointers_agree
 
 from airflow_bt.compat import AIRFLOW_V3
 from airflow_bt.faults import FAILPOINT_DIR_ENV, FAILPOINTS_ENV
@@ -99,7 +100,7 @@ def replace_once(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
-def dags_folder(tmp_path: Path, input_bytes: int) -> Path:
+def dags_folder(tmp_path: Path, input_bytes: int, glue: GlueCatalogs) -> Path:
     """The shipped DAG file and a copy of its config: retries without delay, runs side by side, SHARDS shards.
 
     The input sensor's 1-minute timeout ends the one scheduled run unpausing creates (for the latest
@@ -116,6 +117,10 @@ def dags_folder(tmp_path: Path, input_bytes: int) -> Path:
     target_mb = input_bytes / SHARDS / (1024 * 1024) * 1.0001
     config = replace_once(config, "target_shard_mb: 64", f"target_shard_mb: {target_mb:.6f}")
     assert "instance_count: 1\n" in config  # transform.after_output fires in the task's own process
+    # the day's pointers: the Iceberg table (its SQLite catalog on Airflow 3; 2.11 cannot run it) and a Hive
+    # partition on moto's Glue (both lines), so the table kill points fire, and are checked, on both
+    config += f"\n  glue_table: {{database: {glue.database}, table: churn_hive}}\n"
+    assert yaml.safe_load(config)["publish"]["glue_table"]["database"] == glue.database
     (folder / "configs" / "churn.yaml").write_text(config)
     return folder
 
@@ -160,7 +165,8 @@ def published(data: Path, ds: str) -> tuple[dict, list[str], pa.Table]:
     return manifest, rows.column_names, rows
 
 
-def check_publication(data: Path, ds: str, baseline: pa.Table | None) -> tuple[dict, pa.Table]:
+def check_publication(data: Path, ds: str, baseline: pa.Table | None, glue: GlueCatalogs
+                      ) -> tuple[dict, pa.Table]:
     """Exactly one prediction per input row, in order (and the baseline's predictions for the same rows); the
     table's day (Airflow 3's SQLite catalog) holds the same attempt as _LATEST.json."""
     manifest, names, rows = published(data, ds)
@@ -177,7 +183,7 @@ def check_publication(data: Path, ds: str, baseline: pa.Table | None) -> tuple[d
     run_folder = Path(file_path(manifest["shards"])).parent
     assert {folder.parent.parent for folder in used_folders(manifest) if folder.parent.name == "transform"} \
         == {run_folder}, f"{ds}: predictions of other shards were joined: {manifest['predictions']}"
-    assert_pointers_agree(data, "churn", ds, "scoring.churn")
+    assert_pointers_agree(data, "churn", ds, "scoring.churn", glue=glue.hive_partition())
     return manifest, rows
 
 
@@ -268,7 +274,8 @@ def describe_leftovers(data: Path, ds: str, manifest: dict, before: dict) -> lis
     return lines
 
 
-def test_sigkilled_tasks_retry_and_publish_exactly_what_a_clean_run_publishes(pg_database, fault_source, tmp_path):
+def test_sigkilled_tasks_retry_and_publish_exactly_what_a_clean_run_publishes(pg_database, fault_source, tmp_path,
+                                                                             glue_catalogs):
     started = time.monotonic()
     data = tmp_path / "data"
     shutil.copytree(fault_source / "models", data / "models")
@@ -283,7 +290,8 @@ def test_sigkilled_tasks_retry_and_publish_exactly_what_a_clean_run_publishes(pg
     port = free_port()
     env = airflow_env(
         home, data,
-        AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder(tmp_path, input_bytes)),
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder(tmp_path, input_bytes, glue_catalogs)),
+        AIRFLOW_CONN_AWS_DEFAULT=glue_catalogs.env()["AIRFLOW_CONN_AWS_DEFAULT"],  # Glue on moto
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=pg_database.url,
         AIRFLOW__CORE__EXECUTOR="LocalExecutor",
         AIRFLOW__CORE__PARALLELISM="6",
@@ -329,7 +337,7 @@ def test_sigkilled_tasks_retry_and_publish_exactly_what_a_clean_run_publishes(pg
     with AirflowServices(armed, tmp_path / "logs", *components) as services:
         # The clean baseline, in-process and unarmed, while the services start.
         airflow(env, "dags", "test", DAG_ID, BASE)
-        baseline_manifest, baseline_rows = check_publication(data, BASE, None)
+        baseline_manifest, baseline_rows = check_publication(data, BASE, None, glue_catalogs)
         assert {task: tries for task, (tries, _) in task_tries(BASE).items()} == {
             "wait_for_input": 1, "shard": 1, "transform": 1, "publish": 1}
         before = snapshot(data)
@@ -370,7 +378,7 @@ def test_sigkilled_tasks_retry_and_publish_exactly_what_a_clean_run_publishes(pg
     for ds, points in [*((ds, (point,)) for point, ds in POINTS.items()), (BASE, BASE_POINTS)]:
         for point in points:
             assert marker(markers, f"{point}@dt={ds}").exists(), f"{point}@dt={ds} never fired"
-        manifest, _ = check_publication(data, ds, baseline_rows)
+        manifest, _ = check_publication(data, ds, baseline_rows, glue_catalogs)
         kills = {task: sum(p.startswith(f"{task}.") for p in points) for task in ("shard", "transform", "publish")}
         first_try = 2 if ds == BASE else 1  # the cleared baseline run starts at its second try
         tries = task_tries(ds)

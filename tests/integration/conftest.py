@@ -53,13 +53,3 @@ def pg_database():
     db.drop()
 
 
-
-@pytest.fixture
-def glue_catalogs(tmp_path):
-    """Glue (moto) for the Iceberg catalog and the Hive partitions: on both Airflow lines (the SQL catalog
-    needs Airflow 3)."""
-    from sagemaker_stack import moto_s3_server
-    from table_checks import GlueCatalogs
-
-    with moto_s3_server() as url:
-        yield GlueCatalogs(url, tmp_path / "warehouse")
