@@ -94,9 +94,11 @@ def connection_properties(aws_conn_id: str | None) -> dict[str, str]:
 
 
 def with_connection(properties: dict[str, str], aws_conn_id: str | None) -> dict[str, str]:
-    """``properties`` completed with what the connection gives (the properties win); file-only catalogs as they are."""
-    if not properties.get("warehouse", "").startswith("s3") and properties.get("type") != "glue" \
-            and "s3." not in " ".join(properties):
+    """``properties`` completed with what the connection gives (the properties win); a catalog that reaches neither
+    S3 nor Glue (a SQL catalog with a file:// warehouse) as it is."""
+    reaches_aws = (properties.get("type") == "glue" or properties.get("warehouse", "").startswith("s3")
+                   or any(key.startswith("s3.") for key in properties))
+    if not reaches_aws:
         return dict(properties)
     return {**connection_properties(aws_conn_id), **properties}
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_bt.tables.iceberg import PARTITION_COLUMN, SUMMARY_PREFIX, IcebergTablePointer
+from airflow_bt.tables.iceberg import PARTITION_COLUMN, SUMMARY_PREFIX, IcebergTablePointer, publication
 
 
 def attempt_snapshots(table: Any) -> dict[str, int]:
     """``{attempt prefix: snapshot id}`` of every snapshot a publication committed (the table's history)."""
     found: dict[str, int] = {}
     for snapshot in table.snapshots():
-        summary = snapshot.summary.additional_properties if snapshot.summary is not None else {}
-        prefix = summary.get(SUMMARY_PREFIX + "attempt_prefix")
+        prefix = publication(snapshot).get(SUMMARY_PREFIX + "attempt_prefix")
         if prefix:
             found[prefix] = snapshot.snapshot_id
     return found

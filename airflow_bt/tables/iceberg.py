@@ -59,6 +59,11 @@ def snapshot_properties(manifest: dict[str, Any], schema_change: str | None = No
     return {SUMMARY_PREFIX + key: str(value) for key, value in values.items() if value is not None}
 
 
+def publication(snapshot: Any) -> dict[str, str]:
+    """A snapshot's summary properties (``airflow_bt.*`` for the snapshots a publication committed)."""
+    return dict(snapshot.summary.additional_properties) if snapshot.summary is not None else {}
+
+
 def _attempt_of(file_paths: list[str]) -> str | None:
     """The attempt prefix the day's files are under (the folder of the first), or None for no files."""
     if not file_paths:
@@ -111,7 +116,7 @@ class IcebergTablePointer:
             return _attempt_of([f.file_path for f in files])
         snapshot = table.current_snapshot()
         while snapshot is not None:
-            summary = snapshot.summary.additional_properties if snapshot.summary is not None else {}
+            summary = publication(snapshot)
             if summary.get(SUMMARY_PREFIX + "ds") == day:
                 return summary.get(SUMMARY_PREFIX + "attempt_prefix")
             parent = snapshot.parent_snapshot_id
@@ -123,8 +128,8 @@ class IcebergTablePointer:
     def _create(self, first_part: str | None, manifest: dict[str, Any]) -> Any:
         """The table, made from the first part's schema, or with the partition column alone for an attempt
         without parts (another publisher may create it first)."""
-        import pyarrow.parquet as pq
         from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
+        from pyiceberg.io import load_file_io
 
         namespace = self.identifier.rsplit(".", 1)[0]
         try:
@@ -132,7 +137,8 @@ class IcebergTablePointer:
         except Exception as exc:  # NamespaceAlreadyExistsError, or a unique-key error from a racing creator
             if not isinstance(exc, NamespaceAlreadyExistsError) and not self.catalog.namespace_exists(namespace):
                 raise
-        schema = _read_schema(first_part, pq, self.catalog.properties) if first_part else _partition_only_schema()
+        schema = (_read_schema(load_file_io(self.catalog.properties, location=first_part), first_part) if first_part
+                  else _partition_only_schema())
         if PARTITION_COLUMN not in schema.names:
             raise TableCommitError(f"{first_part or manifest.get('attempt_prefix')} has no {PARTITION_COLUMN} column: "
                                    f"it was published without publish.table, so it cannot be registered in "
@@ -171,10 +177,9 @@ class IcebergTablePointer:
         raise TableCommitError(f"{self.name}: lost the commit race {MAX_COMMIT_ROUNDS} times in a row")
 
     def _commit(self, table: Any, day: str, old: list[Any], parts: list[str], manifest: dict[str, Any]) -> None:
-        import pyarrow.parquet as pq
         from pyiceberg.io.pyarrow import parquet_file_to_data_file
 
-        arrow_schema = _read_schema(parts[0], pq, {**self.catalog.properties, **table.io.properties}) if parts else None
+        arrow_schema = _read_schema(table.io, parts[0]) if parts else None
         change = _schema_change(table, arrow_schema)
         with table.transaction() as tx:
             if change:
@@ -223,11 +228,11 @@ def _as_day(value: Any) -> str:
     return str(value)
 
 
-def _read_schema(uri: str, pq: Any, properties: dict[str, str]) -> Any:
-    """A part's Arrow schema, read through the catalog's file IO (its S3 endpoint and credentials)."""
-    from pyiceberg.io import load_file_io
+def _read_schema(io: Any, uri: str) -> Any:
+    """A part's Arrow schema, read through the catalog's or the table's file IO (its S3 endpoint and keys)."""
+    import pyarrow.parquet as pq
 
-    with load_file_io(properties, location=uri).new_input(uri).open() as stream:
+    with io.new_input(uri).open() as stream:
         return pq.read_schema(stream)
 
 
